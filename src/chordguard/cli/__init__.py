@@ -1,0 +1,155 @@
+"""``chordguard`` and ``celery chordguard``: parse, call, render.
+
+Common options (``-A/--app``, ``--broker``, ``--backend``, ``--json``, ``--verbose``) are
+accepted anywhere on the line. Exit codes: 0 healthy, 1 problems found or error,
+2 usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+from celery import Celery
+from rich.console import Console
+
+from ..appctx import load_app
+from ..errors import ChordguardError
+from ..urls import mask_text
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_META_KEY = "chordguard.settings"
+
+
+@dataclass
+class Settings:
+    """What the common options said, wherever on the line they stood."""
+
+    app_path: str | None = None
+    broker: str | None = None
+    backend: str | None = None
+    json: bool = False
+    verbose: bool = False
+    celery_app: Celery | None = None  # given by ``celery -A proj chordguard``
+    _app: Celery | None = None
+
+    @property
+    def app(self) -> Celery:
+        if self._app is None:
+            if self.celery_app is not None and not self.app_path:
+                self._app = self.celery_app
+                if self.broker or self.backend:
+                    self._app.conf.update({k: v for k, v in (("broker_url", self.broker),
+                                          ("result_backend", self.backend)) if v})
+            else:
+                self._app = load_app(self.app_path, self.broker, self.backend)
+        return self._app
+
+    @property
+    def console(self) -> Console:
+        return Console(highlight=False, soft_wrap=self.json)
+
+    def emit_json(self, document: Any) -> None:
+        click.echo(json.dumps(document, indent=2, default=str))
+
+
+def settings() -> Settings:
+    ctx = click.get_current_context()
+    return ctx.meta.setdefault(_META_KEY, Settings())
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value not in (None, False):
+        setattr(ctx.meta.setdefault(_META_KEY, Settings()), param.name, value)
+    return value
+
+
+def common_options(fn: Callable) -> Callable:
+    """Add the common options to a group or command; their values land in ``settings()``."""
+    options = [
+        click.option("-A", "--app", "app_path", metavar="MODULE",
+                     help="Celery app, as for celery -A."),
+        click.option("--broker", metavar="URL", help="Broker URL when there is no app."),
+        click.option("--backend", metavar="URL", help="Result backend URL when there is no app."),
+        click.option("--json", "json", is_flag=True, help="Machine-readable output."),
+        click.option("--verbose", "-v", "verbose", is_flag=True, help="More detail."),
+    ]
+    for option in options:
+        fn = option(fn)
+    for param in fn.__click_params__[-len(options):]:
+        param.expose_value = False
+        param.callback = _remember
+        param.is_eager = True
+    return fn
+
+
+def command(group_commands: list[click.Command], **attrs: Any) -> Callable:
+    """Declare a chordguard command: common options, errors shown plainly with exit 1."""
+
+    def decorate(fn: Callable) -> click.Command:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                code = fn(*args, **kwargs)
+            except ChordguardError as exc:
+                click.echo(f"chordguard: {mask_text(str(exc))}", err=True)
+                code = EXIT_PROBLEMS
+            except KeyboardInterrupt:
+                click.echo("interrupted", err=True)
+                code = EXIT_INTERRUPTED
+            click.get_current_context().exit(code or EXIT_OK)
+
+        cmd = click.command(**attrs)(common_options(run))
+        group_commands.append(cmd)
+        return cmd
+
+    return decorate
+
+
+COMMANDS: list[click.Command] = []
+
+
+def _build_groups() -> tuple[click.Group, click.Group]:
+    from . import monitor  # noqa: F401  (registers commands in COMMANDS)
+
+    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    @common_options
+    def cli() -> None:
+        """chordguard: see, diagnose and end stuck Celery chords."""
+
+    @click.group("chordguard")
+    @common_options
+    @click.pass_context
+    def celery_group(ctx: click.Context) -> None:
+        """chordguard: see, diagnose and end stuck Celery chords."""
+        parent = ctx.find_root().obj
+        settings().celery_app = getattr(parent, "app", None)
+
+    for cmd in COMMANDS:
+        cli.add_command(cmd)
+        celery_group.add_command(cmd)
+    return cli, celery_group
+
+
+cli, celery_chordguard = _build_groups()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: map outcomes to the documented exit codes."""
+    try:
+        code = cli.main(args=argv, prog_name="chordguard", standalone_mode=False)
+    except click.UsageError as exc:
+        exc.show()
+        code = EXIT_USAGE
+    except click.ClickException as exc:
+        exc.show()
+        code = EXIT_PROBLEMS
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -1,0 +1,71 @@
+"""Read-only commands: status, check, inspect."""
+
+from __future__ import annotations
+
+import click
+
+from ..collect import collect
+from ..errors import UnknownChordError, UnreachableError
+from ..monitor import stuck_chords
+from ..render import chord_detail, print_status, snapshot_json, sources_line
+from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, command, settings
+
+MAX_HOURS = click.option("--max-hours", type=click.FloatRange(min=0), default=1.0,
+                         show_default=True,
+                         help="A chord idle longer than this many hours is stuck (0 allowed).")
+
+
+def _all_sources_failed(snapshot) -> bool:
+    return bool(snapshot.sources) and not any(s.ok for s in snapshot.sources)
+
+
+@command(COMMANDS, name="status")
+def status() -> int:
+    """Every in-flight chord, its progress, age and diagnoses."""
+    opts = settings()
+    snapshot = collect(opts.app)
+    if opts.json:
+        opts.emit_json(snapshot_json(snapshot, "status"))
+    else:
+        print_status(opts.console, snapshot)
+    healthy = not stuck_chords(snapshot) and all(s.ok for s in snapshot.sources)
+    return EXIT_OK if healthy else EXIT_PROBLEMS
+
+
+@command(COMMANDS, name="check")
+@MAX_HOURS
+def check(max_hours: float) -> int:
+    """Chords idle longer than --max-hours or with a blocking diagnosis; exit 1 if any."""
+    opts = settings()
+    snapshot = collect(opts.app, stuck_after_hours=max_hours)
+    stuck = stuck_chords(snapshot)
+    if opts.json:
+        opts.emit_json(snapshot_json(snapshot, "check", stuck))
+    else:
+        if stuck:
+            print_status(opts.console, snapshot, stuck)
+        else:
+            opts.console.print(f"[green]no stuck chords[/] ({len(snapshot.chords)} in flight, "
+                               f"limit {max_hours:g} h)")
+            opts.console.print(sources_line(snapshot))
+    failed_sources = [s for s in snapshot.sources if not s.ok]
+    return EXIT_PROBLEMS if stuck or failed_sources else EXIT_OK
+
+
+@command(COMMANDS, name="inspect")
+@click.argument("chord_id")
+def inspect_chord(chord_id: str) -> int:
+    """One chord by group id or callback task id: header, callback, timings, diagnoses."""
+    opts = settings()
+    snapshot = collect(opts.app)
+    chord = snapshot.find(chord_id)
+    if chord is None:
+        if _all_sources_failed(snapshot):
+            details = "; ".join(f"{s.name}: {s.detail}" for s in snapshot.sources)
+            raise UnreachableError(f"no source answered ({details})")
+        raise UnknownChordError(chord_id)
+    if opts.json:
+        opts.emit_json(snapshot_json(snapshot, "inspect", [chord]))
+    else:
+        opts.console.print(chord_detail(chord, opts.verbose))
+    return EXIT_PROBLEMS if chord.blocking else EXIT_OK

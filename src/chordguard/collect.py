@@ -1,0 +1,90 @@
+"""One pass over every source: sources -> model -> diagnosis."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import celery
+from celery import Celery
+
+from .deadline import within_each
+from .diagnose import diagnose
+from .model import Chord, ClusterFacts, Snapshot, SourceReport
+from .sources import Source
+from .urls import mask_text
+
+SOURCES: list[Source] = []
+SOURCE_TIMEOUT = 8.0
+
+
+def cluster_facts(app: Celery, now: datetime | None = None) -> ClusterFacts:
+    """The settings diagnosis needs, read from the app's configuration."""
+    conf = app.conf
+    expires = conf.result_chord_expires if conf.get("result_chord_expires") is not None \
+        else conf.result_expires
+    if hasattr(expires, "total_seconds"):
+        expires = expires.total_seconds()
+    return ClusterFacts(now=now or datetime.now(UTC),
+                        retry_interval=float(conf.result_chord_retry_interval or 1.0),
+                        chord_expires=float(expires) if expires else None)
+
+
+def collect(app: Celery, stuck_after_hours: float | None = None,
+            timeout: float = SOURCE_TIMEOUT, sources: list[Source] | None = None) -> Snapshot:
+    """Read every applicable source side by side (each bounded by ``timeout``) and diagnose.
+
+    A source that fails or does not answer is reported in ``Snapshot.sources``; it never
+    raises here.
+    """
+    facts = cluster_facts(app)
+    chosen = [s for s in (SOURCES if sources is None else sources) if s.applies(app)]
+    started = time.monotonic()
+    outcomes = within_each(timeout, {s.name: (lambda s=s: s.read(app, facts)) for s in chosen})
+    elapsed = time.monotonic() - started
+    chords: dict[str, Chord] = {}
+    reports = []
+    for source in chosen:
+        outcome = outcomes[source.name]
+        if isinstance(outcome, BaseException):
+            detail = mask_text(str(outcome)) or type(outcome).__name__
+            reports.append(SourceReport(source.name, False, elapsed, detail))
+            continue
+        reports.append(SourceReport(source.name, True, elapsed, f"{len(outcome)} chord(s)"))
+        for chord in outcome:
+            if chord.id in chords:
+                merge(chords[chord.id], chord)
+            else:
+                chords[chord.id] = chord
+    for chord in chords.values():
+        chord.diagnoses = diagnose(chord, facts, stuck_after_hours)
+    return Snapshot(taken_at=facts.now, celery_version=celery.__version__, facts=facts,
+                    chords=sorted(chords.values(), key=_oldest_first), sources=reports)
+
+
+def merge(into: Chord, other: Chord) -> None:
+    """Fill what ``into`` lacks from ``other`` (the same chord seen by another source)."""
+    for name in ("callback_name", "callback_id", "callback_state", "total", "created_at",
+                 "age", "idle", "deadline_at", "unlock_retries", "callback_signature"):
+        if getattr(into, name) is None and getattr(other, name) is not None:
+            setattr(into, name, getattr(other, name))
+    into.done = max(into.done, other.done)
+    into.failed = max(into.failed, other.failed)
+    known = {p.task_id: p for p in into.header}
+    for part in other.header:
+        mine = known.get(part.task_id)
+        if mine is None:
+            into.header.append(part)
+        elif mine.state in (None, "PENDING") and part.state not in (None, "PENDING"):
+            into.header[into.header.index(mine)] = part
+    seen = {(c.task_id, c.where) for c in into.unlock_copies}
+    into.unlock_copies += [c for c in other.unlock_copies if (c.task_id, c.where) not in seen]
+    into.redis_keys.update(other.redis_keys)
+    for key, value in other.evidence.items():
+        into.evidence.setdefault(key, value)
+    into.sources += [s for s in other.sources if s not in into.sources]
+
+
+def _oldest_first(chord: Chord) -> float:
+    span = chord.age or chord.idle
+    return -(span.seconds if span else 0.0)

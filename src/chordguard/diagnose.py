@@ -1,0 +1,116 @@
+"""Pure functions from the model to diagnoses: no I/O here.
+
+Each rule looks at one chord and the cluster facts and returns a Diagnosis or None.
+``CATALOG`` documents every code (docs/diagnoses.md is generated from it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .model import Chord, ClusterFacts, Diagnosis, Severity, format_seconds
+
+FAILED_STATES = frozenset({"FAILURE", "REVOKED", "REJECTED"})
+
+
+@dataclass(frozen=True)
+class Code:
+    """A diagnosis code: its severity, what it means, and what to do."""
+
+    code: str
+    severity: Severity
+    explanation: str
+    next_step: str
+
+
+CATALOG: dict[str, Code] = {c.code: c for c in [
+    Code("stuck", Severity.BLOCKING,
+         "No header part of this chord has finished for longer than the allowed idle time.",
+         "Look at the other diagnoses for the cause; `chordguard revoke` fails the chord so "
+         "waiters stop waiting."),
+    Code("lost_header", Severity.BLOCKING,
+         "A header task's result is gone or was never stored, and no worker or queue holds "
+         "the task: it reads PENDING forever, so chord_unlock polls forever.",
+         "Fail the chord with `chordguard revoke`; keep results longer than your longest chord "
+         "(result_expires) and never delete header results while a chord waits."),
+    Code("counter_lost", Severity.BLOCKING,
+         "The Redis chord counter (.s key) is gone while parts remain: the last header task "
+         "cannot know it is last, so the callback will never fire and nothing is logged.",
+         "Fail the chord with `chordguard revoke`; raise result_chord_expires above your "
+         "longest chord."),
+    Code("counter_expiring", Severity.WARNING,
+         "The Redis chord counter's TTL will run out before the header is likely to finish.",
+         "Raise result_chord_expires (or result_expires) above the longest chord's duration."),
+    Code("unlock_storm", Severity.BLOCKING,
+         "More than one celery.chord_unlock chain polls this chord: retries arrive faster than "
+         "one per interval and each worker restart can multiply them.",
+         "Fail the chord with `chordguard revoke`, which revokes every copy; install the "
+         "chordguard guard, whose unlock holds a lease so a duplicate chain stops."),
+    Code("header_failed", Severity.BLOCKING,
+         "A header task failed; the callback will receive a ChordError instead of results.",
+         "Inspect the failed header's traceback; make header tasks return failure envelopes "
+         "(@chordguard.header_task) if the callback should see partial results."),
+    Code("callback_failed", Severity.BLOCKING,
+         "The chord's callback raised; the chord's work is done but its result is lost.",
+         "Fix the callback (it must accept what the header returns, including None), then "
+         "replay it from the dead-letter queue if the guard is installed."),
+    Code("orphaned_body", Severity.BLOCKING,
+         "Every header task is ready but the callback was never published: the unlock task "
+         "gave up or was revoked, or the counter was lost.",
+         "Fail the chord with `chordguard revoke` so its errbacks run, or re-run the callback "
+         "by hand with the header's results."),
+    Code("no_consumer", Severity.BLOCKING,
+         "A header task or the chord_unlock task waits in a queue that no running worker "
+         "consumes, so it will never run.",
+         "Start a worker for that queue (-Q) or fix the task routing; then the chord proceeds."),
+    Code("duplicate_callback", Severity.WARNING,
+         "The callback ran more than once for this chord.",
+         "Make the callback idempotent or run-once (@chordguard.chord_callback)."),
+]}
+
+Rule = Callable[[Chord, ClusterFacts], Diagnosis | None]
+
+
+def make(code: str, summary: str, **evidence: object) -> Diagnosis:
+    """A Diagnosis for ``code`` with its catalogued explanation and next step."""
+    entry = CATALOG[code]
+    return Diagnosis(code=code, severity=entry.severity, summary=summary,
+                     explanation=entry.explanation, next_step=entry.next_step,
+                     evidence=dict(evidence))
+
+
+def header_failed(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    failed = [p for p in chord.header if p.state in FAILED_STATES]
+    if not failed:
+        return None
+    first = failed[0]
+    return make("header_failed", f"{len(failed)} header task(s) failed, first {first.task_id}",
+                failed=[p.task_id for p in failed], states=[p.state for p in failed])
+
+
+def callback_failed(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    if chord.callback_state != "FAILURE":
+        return None
+    return make("callback_failed", f"callback {chord.callback_name} ({chord.callback_id}) raised",
+                callback_id=chord.callback_id, state=chord.callback_state)
+
+
+RULES: list[Rule] = [header_failed, callback_failed]
+
+
+def diagnose(chord: Chord, facts: ClusterFacts, stuck_after_hours: float | None = None,
+             ) -> list[Diagnosis]:
+    """Every diagnosis that applies to ``chord``.
+
+    ``stuck_after_hours`` adds ``stuck`` when the chord has been idle longer than that.
+    """
+    found = [d for rule in RULES if (d := rule(chord, facts)) is not None]
+    idle = chord.idle or chord.age
+    if stuck_after_hours is not None and idle is not None \
+            and idle.seconds > stuck_after_hours * 3600:
+        found.insert(0, make("stuck", f"idle {idle.label()} (limit "
+                             f"{format_seconds(stuck_after_hours * 3600)})",
+                             idle_seconds=idle.seconds, basis=idle.basis,
+                             limit_hours=stuck_after_hours))
+    return found

@@ -1,0 +1,22 @@
+"""Named errors. Every one carries a message fit to show a user as it is."""
+
+
+class ChordguardError(Exception):
+    """Base class for chordguard's errors."""
+
+
+class UnknownChordError(ChordguardError):
+    """No source knows a chord by that group id or callback id."""
+
+    def __init__(self, chord_id: str) -> None:
+        super().__init__(f"unknown chord: {chord_id!r} is neither an in-flight chord's group id "
+                         "nor its callback task id")
+        self.chord_id = chord_id
+
+
+class UnreachableError(ChordguardError):
+    """A broker, result backend or store did not answer in time."""
+
+
+class ConfigurationError(ChordguardError):
+    """The app or the options given cannot work."""

@@ -1,0 +1,36 @@
+"""Readers of Celery's real state, one module per coordination kind or place.
+
+Each module exposes ``SOURCE``: a name, a predicate saying whether it applies to an app,
+and ``read(app, facts) -> list[Chord]``. A source may also fill in ``facts`` (workers,
+consumed queues, queued task ids) for diagnosis. ``collect.SOURCES`` lists them in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from celery import Celery
+
+from ..model import Chord, ClusterFacts
+
+Reader = Callable[[Celery, ClusterFacts], list[Chord]]
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    applies: Callable[[Celery], bool]
+    read: Reader
+
+
+def backend_url(app: Celery) -> str:
+    return str(app.conf.result_backend or "")
+
+
+def broker_url(app: Celery) -> str:
+    return str(app.conf.broker_url or "")
+
+
+def uses_redis_backend(app: Celery) -> bool:
+    return backend_url(app).startswith(("redis://", "rediss://", "redis+socket://"))

@@ -1,0 +1,20 @@
+"""Masking secrets in URLs before anything prints them."""
+
+import re
+
+from kombu.utils.url import maybe_sanitize_url
+
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@/\s]+)@",
+                       re.IGNORECASE)
+
+
+def mask_url(url: str | None) -> str:
+    """``redis://:secret@host/0`` -> ``redis://:**@host/0``; ``None`` -> ``""``."""
+    if not url:
+        return ""
+    return _USERINFO.sub(r"\g<scheme>\g<user>:**@", maybe_sanitize_url(url))
+
+
+def mask_text(text: str) -> str:
+    """Mask every URL password found in free text (error messages, tracebacks)."""
+    return _USERINFO.sub(r"\g<scheme>\g<user>:**@", text)

@@ -1,0 +1,86 @@
+"""The Celery app the tests run real workers for.
+
+``make_app`` builds it from a namespace and URLs; a worker subprocess builds the same app
+from ``CG_*`` environment variables (``celery -A tests.chordapp worker``). Every namespace
+gets its own queues, control/event exchanges and Redis key prefix, so tests running side
+by side never see each other's chords, messages or workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from celery import Celery
+
+
+def make_app(namespace: str, broker: str, backend: str | None, conf: dict | None = None,
+             ) -> Celery:
+    app = Celery(f"chordapp-{namespace}", broker=broker, backend=backend)
+    settings = {
+        "task_default_queue": f"cg-{namespace}",
+        "control_exchange": f"cgctl-{namespace}",
+        "event_exchange": f"cgev-{namespace}",
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_chord_retry_interval": 1.0,
+        "worker_prefetch_multiplier": 4,
+    }
+    if broker.startswith("redis"):
+        settings["broker_transport_options"] = {"global_keyprefix": f"{namespace}:"}
+    if backend and backend.startswith("redis"):
+        settings["result_backend_transport_options"] = {"global_keyprefix": f"{namespace}:"}
+    settings.update(conf or {})
+    app.conf.update(settings)
+    register_tasks(app)
+    return app
+
+
+def register_tasks(app: Celery) -> None:
+    @app.task(name="t.add")
+    def add(x, y):
+        return x + y
+
+    @app.task(name="t.echo")
+    def echo(value):
+        return value
+
+    @app.task(name="t.sleep")
+    def sleep(seconds, value=None):
+        time.sleep(seconds)
+        return value if value is not None else seconds
+
+    @app.task(name="t.fail")
+    def fail(message="boom"):
+        raise RuntimeError(message)
+
+    @app.task(name="t.none")
+    def none():
+        return None
+
+    @app.task(name="t.tsum")
+    def tsum(values):
+        return sum(values)
+
+    @app.task(name="t.collect")
+    def collect(values):
+        return list(values)
+
+    @app.task(name="t.sum_files")
+    def sum_files(results):
+        """The post-mortem's callback: crashes with TypeError on a None result."""
+        return sum(r["successful_files"] for r in results)
+
+
+def app_from_env() -> Celery:
+    return make_app(os.environ["CG_NAMESPACE"], os.environ["CG_BROKER"],
+                    os.environ.get("CG_BACKEND") or None,
+                    json.loads(os.environ.get("CG_CONF") or "{}"))
+
+
+if os.environ.get("CG_NAMESPACE"):
+    app = app_from_env()

@@ -1,0 +1,39 @@
+"""Fixtures: real services (checked loudly, never skipped) and real clusters."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.cluster import Cluster
+
+SERVICES = {"Redis": 6379, "RabbitMQ": 5672, "PostgreSQL": 5432}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    missing = []
+    for name, port in SERVICES.items():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError:
+            missing.append(f"{name} (127.0.0.1:{port})")
+    if missing:
+        raise pytest.UsageError(
+            "services not answering: " + ", ".join(missing)
+            + " — run scripts/test, which starts them, instead of pytest directly")
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    """``make_cluster(broker, backend, conf)`` -> a Cluster whose workers stop after the test."""
+    clusters: list[Cluster] = []
+
+    def factory(broker: str, backend: str | None, conf: dict | None = None) -> Cluster:
+        cluster = Cluster(broker, backend, conf, tmp=tmp_path)
+        clusters.append(cluster)
+        return cluster
+
+    yield factory
+    for cluster in clusters:
+        cluster.close()
