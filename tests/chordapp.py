@@ -41,36 +41,36 @@ def make_app(namespace: str, broker: str, backend: str | None, conf: dict | None
 
 
 def register_tasks(app: Celery) -> None:
-    @app.task(name="t.add")
+    @app.task(shared=False, name="t.add")
     def add(x, y):
         return x + y
 
-    @app.task(name="t.echo")
+    @app.task(shared=False, name="t.echo")
     def echo(value):
         return value
 
-    @app.task(name="t.sleep")
+    @app.task(shared=False, name="t.sleep")
     def sleep(seconds, value=None):
         time.sleep(seconds)
         return value if value is not None else seconds
 
-    @app.task(name="t.fail")
+    @app.task(shared=False, name="t.fail")
     def fail(message="boom"):
         raise RuntimeError(message)
 
-    @app.task(name="t.none")
+    @app.task(shared=False, name="t.none")
     def none():
         return None
 
-    @app.task(name="t.tsum")
+    @app.task(shared=False, name="t.tsum")
     def tsum(values):
         return sum(values)
 
-    @app.task(name="t.collect")
+    @app.task(shared=False, name="t.collect")
     def collect(values):
         return list(values)
 
-    @app.task(name="t.sum_files")
+    @app.task(shared=False, name="t.sum_files")
     def sum_files(results):
         """The post-mortem's callback: crashes with TypeError on a None result."""
         return sum(r["successful_files"] for r in results)

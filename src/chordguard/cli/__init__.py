@@ -115,7 +115,7 @@ COMMANDS: list[click.Command] = []
 
 
 def _build_groups() -> tuple[click.Group, click.Group]:
-    from . import actions, monitor  # noqa: F401  (register commands in COMMANDS)
+    from . import actions, demo, monitor  # noqa: F401  (register commands in COMMANDS)
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
     @common_options

@@ -1,0 +1,120 @@
+"""``chordguard demo``: a real embedded cluster, one healthy chord, one stuck chord, the monitor.
+
+No servers: the broker and result backend are files (see ``demo_app``); the worker is a real
+``celery worker`` subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from celery import chord
+from rich.console import Console
+from rich.rule import Rule
+
+from .demo_app import make_demo_app
+from .errors import ChordguardError
+
+WORKER_START_TIMEOUT = 30.0
+DETECT_TIMEOUT = 60.0
+
+
+class DemoError(ChordguardError):
+    """The demo cluster did not behave (worker did not start, a chord did not run)."""
+
+
+def run_demo(root: Path, console: Console) -> int:
+    """Run the demo in ``root``; return 0 when the monitor found the stuck chord."""
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CHORDGUARD_DEMO_DIR": str(root)}
+    app = make_demo_app(root)
+    console.print(Rule("chordguard demo"))
+    console.print(f"embedded cluster in {root}: filesystem broker, SQLite result backend")
+    worker = _start_worker(env, root)
+    try:
+        _wait_for_worker(app, worker, root)
+        console.print("[green]worker up[/] (celery worker -P threads, a real subprocess)")
+
+        healthy = chord(app.signature("demo.square", (i,)) for i in range(10))(
+            app.signature("demo.total"))
+        console.print(f"healthy chord: sum of squares 0..9 = {healthy.get(timeout=60)}")
+
+        quick = app.signature("demo.square", (3,))
+        slow = app.signature("demo.slow", (4, 1))
+        stuck = chord([quick, slow])(app.signature("demo.total"))
+        quick_id = stuck.parent.results[0].id
+        _wait(lambda: app.AsyncResult(quick_id).state == "SUCCESS", 30, "the quick header")
+        _delete_result(root / "results.sqlite", quick_id)
+        console.print(f"stuck chord {stuck.parent.id}: deleted header {quick_id}'s result "
+                      "(as result_expires or backend_cleanup would) while the slow header ran;"
+                      " celery.chord_unlock will now poll forever")
+        time.sleep(5)
+
+        console.print(Rule("chordguard status"))
+        _cli(env, "status")
+        console.print(Rule("chordguard check --max-hours 1"))
+        _wait(lambda: _cli(env, "check", "--max-hours", "1", quiet=True) == 1,
+              DETECT_TIMEOUT, "check to report the stuck chord")
+        _cli(env, "check", "--max-hours", "1")
+        console.print(Rule("chordguard revoke --max-hours 1  (fails the stuck chord)"))
+        _cli(env, "revoke", "--max-hours", "1")
+        _wait(lambda: stuck.state == "FAILURE", 20, "the callback to be marked FAILURE")
+        console.print(f"callback {stuck.id} is now [bold]{stuck.state}[/]: "
+                      f"{stuck.result!r} — nobody waits on it forever")
+        return 0
+    finally:
+        _stop(worker)
+        app.close()
+
+
+def _start_worker(env: dict[str, str], root: Path) -> subprocess.Popen:
+    log = (root / "worker.log").open("w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "chordguard.demo_app", "worker", "-P", "threads",
+         "-c", "4", "-n", "demo@localhost", "--without-mingle", "--without-gossip",
+         "-l", "INFO"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for_worker(app, worker: subprocess.Popen, root: Path) -> None:
+    end = time.monotonic() + WORKER_START_TIMEOUT
+    while time.monotonic() < end:
+        if worker.poll() is not None:
+            raise DemoError(f"the demo worker exited; see {root / 'worker.log'}")
+        if app.control.ping(timeout=0.5):
+            return
+    raise DemoError(f"the demo worker did not start; see {root / 'worker.log'}")
+
+
+def _delete_result(database: Path, task_id: str) -> None:
+    with sqlite3.connect(database) as connection:
+        connection.execute("DELETE FROM celery_taskmeta WHERE task_id = ?", (task_id,))
+
+
+def _cli(env: dict[str, str], *args: str, quiet: bool = False) -> int:
+    command = [sys.executable, "-m", "chordguard", "-A", "chordguard.demo_app", *args]
+    output = subprocess.DEVNULL if quiet else None
+    return subprocess.run(command, env=env, stdout=output, stderr=output, timeout=60).returncode
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise DemoError(f"timed out waiting for {what}")
+
+
+def _stop(worker: subprocess.Popen) -> None:
+    if worker.poll() is None:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
