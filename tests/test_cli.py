@@ -1,0 +1,73 @@
+"""The CLI's contract: exit codes, bad input, masked secrets, options anywhere, celery plugin."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from tests.cluster import AMQP_URL, PG_BACKEND, REDIS_URL, ROOT, chordguard_cli
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "chordguard", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_usage_error_exits_2():
+    assert run("status", "--no-such-option").returncode == 2
+    assert run("check", "--max-hours", "-1", "--broker", REDIS_URL).returncode == 2
+
+
+def test_no_app_and_no_broker_is_a_clear_error():
+    result = run("status")
+    assert result.returncode == 1
+    assert "-A/--app" in result.stderr
+
+
+def test_unreachable_backend_answers_within_seconds_and_masks_the_password():
+    started = time.monotonic()
+    result = run("status", "--broker", "redis://:hunter2@127.0.0.1:1/0",
+                 "--backend", "redis://:hunter2@127.0.0.1:1/0", timeout=30)
+    assert time.monotonic() - started < 10
+    assert result.returncode == 1
+    assert "hunter2" not in result.stdout + result.stderr
+    assert "failed" in result.stdout or "did not answer" in result.stdout + result.stderr
+
+
+def test_unreachable_amqp_broker_answers_within_seconds():
+    started = time.monotonic()
+    result = run("check", "--broker", "amqp://guest:s3cret@127.0.0.1:1//",
+                 "--backend", PG_BACKEND, timeout=30)
+    assert time.monotonic() - started < 10
+    assert result.returncode == 1
+    assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_unknown_chord_id_is_a_clear_error(make_cluster):
+    cluster = make_cluster(REDIS_URL, REDIS_URL)
+    result = chordguard_cli(cluster, "inspect", "no-such-chord")
+    assert result.returncode == 1
+    assert "unknown chord" in result.stderr and "no-such-chord" in result.stderr
+
+
+def test_options_anywhere_and_json_schema(make_cluster):
+    cluster = make_cluster(REDIS_URL, REDIS_URL)
+    before = chordguard_cli(cluster, "--json", "status")
+    after = chordguard_cli(cluster, "status", "--json")
+    for result in (before, after):
+        assert result.returncode == 0, result.stderr
+        document = json.loads(result.stdout)
+        assert document["schema"] == "chordguard.status/1"
+        assert document["health"]["status"] == "healthy"
+        assert document["chords"] == []
+
+
+def test_celery_plugin_runs_the_same_command(make_cluster):
+    cluster = make_cluster(AMQP_URL, PG_BACKEND)
+    result = subprocess.run([sys.executable, "-m", "celery", "-A", "tests.chordapp",
+                             "chordguard", "status", "--json"], env=cluster.env(), cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["schema"] == "chordguard.status/1"
