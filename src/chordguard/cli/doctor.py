@@ -1,0 +1,37 @@
+"""``chordguard doctor``: lint the app's configuration for chord hazards."""
+
+from __future__ import annotations
+
+from rich.panel import Panel
+from rich.text import Text
+
+from ..doctor import Finding, config_from_app, lint
+from ..model import Severity, to_jsonable
+from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, command, settings
+
+SCHEMA = "chordguard.doctor/1"
+
+
+def finding_panel(item: Finding) -> Panel:
+    colour = "red" if item.severity is Severity.BLOCKING else "yellow"
+    body = Text(item.summary + "\n", style="bold") + Text("why: " + item.why + "\n") + \
+        Text("fix: " + item.fix, style="cyan")
+    return Panel(body, title=f"{item.code} ({item.severity.value}) — {item.setting}",
+                 title_align="left", border_style=colour)
+
+
+@command(COMMANDS, name="doctor")
+def doctor() -> int:
+    """Lint the app's configuration for chord hazards; exit 1 when any is found."""
+    opts = settings()
+    findings = lint(config_from_app(opts.app))
+    if opts.json:
+        opts.emit_json({"schema": SCHEMA, "findings": to_jsonable(findings)})
+    elif findings:
+        for item in findings:
+            opts.console.print(finding_panel(item))
+        blocking = sum(1 for f in findings if f.severity is Severity.BLOCKING)
+        opts.console.print(f"[bold red]{len(findings)} hazard(s)[/], {blocking} blocking")
+    else:
+        opts.console.print("[green]no chord hazards found in the configuration[/]")
+    return EXIT_PROBLEMS if findings else EXIT_OK

@@ -1,0 +1,349 @@
+"""Linting a Celery configuration for chord hazards: pure functions, no I/O.
+
+``lint(config)`` takes an :class:`AppConfig` (what the user set, the effective settings and
+every task's effective options) and returns :class:`Finding` objects, each with its code, the
+specific problem, why it hurts chords and how to fix it. ``config_from_app`` (the only
+function that looks at a live app) builds the AppConfig.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from celery.app.defaults import _TO_NEW_KEY, DEFAULTS
+
+from .diagnose import Code
+from .model import Severity, format_seconds
+
+REDIS_DEFAULT_VISIBILITY = 3600.0  # kombu.transport.redis
+SQS_DEFAULT_VISIBILITY = 1800.0  # kombu.transport.SQS
+UNLOCK = "celery.chord_unlock"
+CELERY_PREFIXES = ("task_", "result_", "worker_", "broker_", "beat_", "chord_", "event_")
+BACKOFF_OPTIONS = ("retry_backoff", "retry_backoff_max", "retry_jitter")
+RUN_ONCE_MARKS = ("chordguard_run_once", "chordguard_callback")
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    """A task's effective options (decorator, class and ``task_annotations`` applied)."""
+
+    name: str
+    acks_late: bool = False
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    max_retries: int | None = None
+    backoff_options: tuple[str, ...] = ()  # retry_backoff/_max/jitter set explicitly
+    autoretry_for: tuple = ()
+    run_once: bool = False  # the guard made its body run at most once per chord
+    registered: bool = True  # False: only named in task_annotations
+
+    @property
+    def limit(self) -> float | None:
+        """The longest this task may run, from its hard or else its soft time limit."""
+        return self.time_limit or self.soft_time_limit
+
+
+@dataclass
+class AppConfig:
+    """What ``lint`` reads. ``settings`` holds effective values keyed by Celery's names."""
+
+    settings: dict[str, Any]
+    user_keys: list[str] = field(default_factory=list)  # every key the user set, as written
+    tasks: list[TaskFacts] = field(default_factory=list)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.settings.get(key)
+        return default if value is None else value
+
+    def task(self, name: str) -> TaskFacts | None:
+        return next((t for t in self.tasks if t.name == name), None)
+
+
+@dataclass
+class Finding:
+    """One hazard: ``summary`` says what exactly is wrong here, ``why`` and ``fix`` explain."""
+
+    code: str
+    severity: Severity
+    setting: str
+    summary: str
+    why: str
+    fix: str
+
+
+CHECKS: dict[str, Code] = {c.code: c for c in [
+    Code("ignored_setting", Severity.BLOCKING,
+         "Celery has no such setting and ignores it silently, so whatever it was meant to "
+         "bound is not bounded.",
+         "Remove it. To bound chords, install the guard: chordguard.install(app, deadline=...)."),
+    Code("unlock_max_retries", Severity.BLOCKING,
+         "celery.chord_unlock polls the header once per result_chord_retry_interval with "
+         "self.retry, so max_retries=N gives up after about N intervals: every chord longer "
+         "than that fails with ChordError (celery >= 5.7) or leaves its callback PENDING "
+         "forever (5.5/5.6).",
+         "Remove max_retries from the celery.chord_unlock annotation (and from '*' "
+         "annotations); bound chords by time with chordguard.install(app, deadline=...)."),
+    Code("unlock_backoff_ignored", Severity.WARNING,
+         "retry_backoff, retry_backoff_max and retry_jitter only shape automatic retries "
+         "(autoretry_for); chord_unlock calls self.retry(countdown=interval) itself, so they "
+         "do nothing and it keeps polling once per interval.",
+         "Remove them; the guard's bounded unlock backs off with jitter up to a cap."),
+    Code("backoff_without_autoretry", Severity.WARNING,
+         "retry_backoff/retry_jitter only apply to retries triggered by autoretry_for; this "
+         "task has none, so the options do nothing.",
+         "Add autoretry_for=(SomeError,) to the task, or drop the backoff options."),
+    Code("results_expire_before_chord", Severity.BLOCKING,
+         "Header results (or the Redis chord counter) expire before the chord can finish: "
+         "the header reads PENDING forever (lost_header) or the counter is lost "
+         "(counter_lost), and the callback never runs.",
+         "Set result_expires (and result_chord_expires on Redis) well above the longest "
+         "chord, e.g. 2x its deadline."),
+    Code("unbounded_chords", Severity.WARNING,
+         "Nothing bounds how long a chord may run: no chordguard deadline and no task time "
+         "limit, so one hung header keeps its chord (and chord_unlock polling) alive forever.",
+         "Set task_time_limit (and soft limits), or chordguard.install(app, deadline=...)."),
+    Code("rpc_backend_chords", Severity.BLOCKING,
+         "The rpc:// result backend does not support chords: applying one raises "
+         "NotImplementedError.",
+         "Use a Redis or database result backend for apps that run chords."),
+    Code("no_result_backend", Severity.BLOCKING,
+         "Chords need a result backend to collect header results; without one they cannot "
+         "run.",
+         "Set result_backend (Redis, or db+postgresql://...)."),
+    Code("acks_late_not_run_once", Severity.WARNING,
+         "Under acks_late a message is redelivered when its worker dies before acking: a "
+         "callback body can run twice (duplicate_callback), and a chord_unlock redelivered "
+         "after it already published its retry starts a second polling chain (unlock_storm).",
+         "Decorate callbacks with @chordguard.chord_callback (run-once) and install the guard "
+         "(its unlock holds a lease), or turn acks_late off for callbacks and chord_unlock."),
+    Code("visibility_timeout_short", Severity.BLOCKING,
+         "The broker redelivers a message not acked within visibility_timeout; a task allowed "
+         "to run (or wait for its ETA) longer than that is delivered again while it still "
+         "runs: duplicate headers, callbacks and unlock chains.",
+         "Raise broker_transport_options['visibility_timeout'] above the longest task time "
+         "limit and countdown."),
+    Code("events_disabled", Severity.WARNING,
+         "Workers send no task events, so `chordguard watch`, Flower and exporters cannot see "
+         "unlock retry rates or callback failures as they happen.",
+         "Set worker_send_task_events=True (or start workers with -E) and "
+         "task_send_sent_event=True."),
+]}
+
+
+def finding(code: str, setting: str, summary: str, why_extra: str = "") -> Finding:
+    entry = CHECKS[code]
+    why = entry.explanation + (f" {why_extra}" if why_extra else "")
+    return Finding(code, entry.severity, setting, summary, why, entry.next_step)
+
+
+def seconds(value: Any) -> float | None:
+    """A setting given as seconds, timedelta or None."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+def celery_key(key: str) -> str | None:
+    """A user key as Celery's lowercase name, or None when Celery does not know it."""
+    if key in DEFAULTS:
+        return key
+    upper = key.upper()
+    if upper in _TO_NEW_KEY:
+        return _TO_NEW_KEY[upper]
+    lower = key.lower()
+    if lower in DEFAULTS:
+        return lower
+    if lower.startswith("celery_") and lower[7:] in DEFAULTS:  # Django's CELERY_ namespace
+        return lower[7:]
+    return None
+
+
+def ignored_settings(config: AppConfig) -> Iterable[Finding]:
+    for key in config.user_keys:
+        if celery_key(key) is not None:
+            continue
+        name = key.lower().removeprefix("celery_")
+        if name.startswith("chordguard_"):
+            continue
+        if "chord" in name or "unlock" in name or name.startswith(CELERY_PREFIXES):
+            yield finding("ignored_setting", key, f"{key} is not a Celery setting")
+
+
+def unlock_annotations(config: AppConfig) -> Iterable[Finding]:
+    unlock = config.task(UNLOCK)
+    if unlock is None:
+        return
+    interval = float(config.get("result_chord_retry_interval", 1.0))
+    if unlock.max_retries is not None:
+        span = unlock.max_retries * interval
+        yield finding("unlock_max_retries", f"task_annotations[{UNLOCK!r}].max_retries",
+                      f"chord_unlock gives up after {unlock.max_retries} retries x "
+                      f"{interval:g} s: every chord longer than ~{format_seconds(span)} fails")
+    if unlock.backoff_options:
+        yield finding("unlock_backoff_ignored", f"task_annotations[{UNLOCK!r}]",
+                      f"{', '.join(unlock.backoff_options)} on chord_unlock have no effect")
+
+
+def backoff_without_autoretry(config: AppConfig) -> Iterable[Finding]:
+    for task in config.tasks:
+        if task.name == UNLOCK or task.autoretry_for:
+            continue
+        if task.backoff_options:
+            yield finding("backoff_without_autoretry", task.name,
+                          f"{task.name} sets {', '.join(task.backoff_options)} but no "
+                          "autoretry_for")
+
+
+def longest_chord(config: AppConfig) -> tuple[float | None, str]:
+    """An estimate of the longest chord in seconds and what it rests on."""
+    deadline = seconds(config.get("chordguard_deadline"))
+    if deadline:
+        return deadline, f"chordguard_deadline {format_seconds(deadline)}"
+    limits = [(t.limit, t.name) for t in config.tasks
+              if t.limit and t.name != UNLOCK and not t.name.startswith("celery.")]
+    default = seconds(config.get("task_time_limit")) or seconds(config.get("task_soft_time_limit"))
+    if default:
+        limits.append((default, "task_time_limit"))
+    if not limits:
+        return None, "no deadline or time limit"
+    limit, name = max(limits)
+    return limit, f"at least the time limit of {name}, {format_seconds(limit)}"
+
+
+def result_expiry(config: AppConfig) -> Iterable[Finding]:
+    longest, basis = longest_chord(config)
+    if longest is None:
+        yield finding("unbounded_chords", "task_time_limit",
+                      "no chordguard deadline and no task time limit bound a chord")
+        return
+    backend = str(config.get("result_backend", ""))
+    candidates = [("result_expires", seconds(config.get("result_expires")))]
+    if backend.startswith("redis"):
+        candidates.append(("result_chord_expires", seconds(config.get("result_chord_expires"))))
+    for key, expires in candidates:
+        if expires and expires < longest:
+            yield finding("results_expire_before_chord", key,
+                          f"{key} {format_seconds(expires)} is shorter than the longest chord "
+                          f"({basis})")
+
+
+def backend_supports_chords(config: AppConfig) -> Iterable[Finding]:
+    backend = str(config.get("result_backend", "") or "")
+    if not backend or backend == "disabled":
+        yield finding("no_result_backend", "result_backend", "no result backend is configured")
+    elif backend.startswith("rpc"):
+        yield finding("rpc_backend_chords", "result_backend",
+                      "result_backend is rpc://, which refuses chords")
+
+
+def acks_late(config: AppConfig) -> Iterable[Finding]:
+    exposed = [t.name for t in config.tasks if t.acks_late and t.registered and not t.run_once
+               and (t.name == UNLOCK or not t.name.startswith("celery."))]
+    if not exposed:
+        return
+    shown = ", ".join(sorted(exposed)[:5]) + (" ..." if len(exposed) > 5 else "")
+    setting = "task_acks_late" if config.get("task_acks_late") else "acks_late"
+    yield finding("acks_late_not_run_once", setting,
+                  f"{len(exposed)} task(s) run with acks_late and no run-once guard: {shown}")
+
+
+def visibility_timeout(config: AppConfig) -> Iterable[Finding]:
+    broker = str(config.get("broker_url", "") or "")
+    if broker.startswith(("redis", "rediss")):
+        default = REDIS_DEFAULT_VISIBILITY
+    elif broker.startswith("sqs"):
+        default = SQS_DEFAULT_VISIBILITY
+    else:
+        return
+    options = config.get("broker_transport_options", {}) or {}
+    timeout = float(options.get("visibility_timeout", default))
+    limits = [(t.limit, t.name) for t in config.tasks if t.limit]
+    default_limit = seconds(config.get("task_time_limit"))
+    if default_limit:
+        limits.append((default_limit, "task_time_limit"))
+    if not limits:
+        return
+    limit, name = max(limits)
+    if limit > timeout:
+        yield finding("visibility_timeout_short", "broker_transport_options.visibility_timeout",
+                      f"visibility_timeout {format_seconds(timeout)} is shorter than the time "
+                      f"limit of {name} ({format_seconds(limit)})")
+
+
+def events(config: AppConfig) -> Iterable[Finding]:
+    if not config.get("worker_send_task_events", False):
+        yield finding("events_disabled", "worker_send_task_events",
+                      "worker_send_task_events is off")
+
+
+RULES: list[Callable[[AppConfig], Iterable[Finding]]] = [
+    ignored_settings, unlock_annotations, backoff_without_autoretry, result_expiry,
+    backend_supports_chords, acks_late, visibility_timeout, events,
+]
+
+
+def lint(config: AppConfig) -> list[Finding]:
+    """Every hazard in ``config``, blocking ones first."""
+    found = [f for rule in RULES for f in rule(config)]
+    return sorted(found, key=lambda f: f.severity is not Severity.BLOCKING)
+
+
+def config_from_app(app: Celery) -> AppConfig:
+    """Read what ``lint`` needs from a live app (finalizing it: tasks get their annotations)."""
+    conf = app.conf
+    conf.finalize()
+    user_keys = sorted({k for layer in conf.maps[:-1] for k in layer if isinstance(k, str)})
+    settings = {key: conf.get(key) for key in DEFAULTS}
+    settings["chordguard_deadline"] = conf.get("chordguard_deadline")
+    tasks = [task_facts(name, task) for name, task in sorted(app.tasks.items())]
+    known = {t.name for t in tasks}
+    for name, options in annotation_dicts(conf.task_annotations):
+        if name not in known and name != "*":
+            tasks.append(TaskFacts(
+                name=name, registered=False, acks_late=bool(options.get("acks_late")),
+                time_limit=seconds(options.get("time_limit")),
+                soft_time_limit=seconds(options.get("soft_time_limit")),
+                max_retries=options.get("max_retries"),
+                backoff_options=backoff_options(options),
+                autoretry_for=tuple(options.get("autoretry_for") or ())))
+    return AppConfig(settings=settings, user_keys=user_keys, tasks=tasks)
+
+
+def task_facts(name: str, task: Any) -> TaskFacts:
+    return TaskFacts(
+        name=name, acks_late=bool(task.acks_late), time_limit=seconds(task.time_limit),
+        soft_time_limit=seconds(task.soft_time_limit), max_retries=task.max_retries,
+        backoff_options=backoff_options(explicit_options(task)),
+        autoretry_for=tuple(getattr(task, "autoretry_for", ()) or ()),
+        run_once=any(getattr(task, mark, False) for mark in RUN_ONCE_MARKS))
+
+
+def explicit_options(task: Any) -> dict[str, Any]:
+    """Options set on the task's own classes (decorator, base or annotation), not Celery's."""
+    found: dict[str, Any] = {}
+    for klass in reversed(type(task).__mro__):
+        if klass.__module__ == "celery.app.task" or klass is object:
+            continue
+        found.update({k: v for k, v in vars(klass).items() if k in BACKOFF_OPTIONS})
+    return found
+
+
+def backoff_options(options: Mapping[str, Any]) -> tuple[str, ...]:
+    """The backoff options present in ``options``, ``retry_backoff=False`` not counted."""
+    return tuple(o for o in BACKOFF_OPTIONS
+                 if o in options and not (o == "retry_backoff" and not options[o]))
+
+
+def annotation_dicts(annotations: Any) -> list[tuple[str, Mapping[str, Any]]]:
+    """(task name, options) from task_annotations given as a dict or a list of dicts."""
+    if not annotations:
+        return []
+    items = annotations if isinstance(annotations, list | tuple) else [annotations]
+    return [(name, options) for item in items if isinstance(item, Mapping)
+            for name, options in item.items() if isinstance(options, Mapping)]
