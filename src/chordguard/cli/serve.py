@@ -1,0 +1,63 @@
+"""``chordguard serve``: dashboard, /metrics and /healthz over HTTP."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import click
+
+from ..errors import ConfigurationError
+from . import COMMANDS, command, settings
+
+DEFAULT_PORT = 8765
+
+
+@command(COMMANDS, name="serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback exposes the dashboard.")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--token", envvar="CHORDGUARD_TOKEN", metavar="TOKEN",
+              help="Allow actions to requests presenting this token (env CHORDGUARD_TOKEN). "
+                   "Without it the dashboard is read-only.")
+@click.option("--max-hours", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="A chord idle longer than this many hours is stuck (/healthz turns 503).")
+@click.option("--refresh", type=click.FloatRange(min=1), default=15.0, show_default=True,
+              help="Seconds between background snapshots when nobody is looking.")
+@click.option("--cache", "cache_seconds", type=click.FloatRange(min=0), default=2.0,
+              show_default=True, help="Seconds a snapshot is shared between requests.")
+def serve(host: str, port: int, token: str | None, max_hours: float, refresh: float,
+          cache_seconds: float) -> int:
+    """Serve the chord dashboard, /metrics (Prometheus) and /healthz (503 when unhealthy)."""
+    import uvicorn
+
+    from ..web import create_app
+
+    if token is not None and len(token) < 8:
+        raise ConfigurationError("--token must be at least 8 characters")
+    opts = settings()
+    web = create_app(opts.app, token=token or None, stuck_after_hours=max_hours,
+                     refresh_interval=refresh, cache_seconds=cache_seconds,
+                     trusted_hosts=_trusted_hosts(host))
+    mode = "actions allowed with the token" if token else "read-only"
+    click.echo(f"chordguard serve: http://{_url_host(host)}:{port}/ ({mode})", err=True)
+    os.environ.pop("CHORDGUARD_TOKEN", None)  # not inherited by anything we start
+    uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False,
+                server_header=False)
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _trusted_hosts(host: str) -> list[str] | None:
+    """Loopback binds accept only loopback Host headers (no DNS rebinding); others any."""
+    return ["127.0.0.1", "localhost", "[::1]"] if _is_loopback(host) else None
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,240 @@
+"""The ``serve`` ASGI app: dashboard pages, a JSON API, actions, ``/metrics`` and ``/healthz``.
+
+Pages are static HTML that poll the JSON API; nothing on them is built from strings of
+HTML, so chord results and tracebacks are shown as text, never markup. Every write is a
+POST that must carry the token ``serve`` was started with; without one the app is
+read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from importlib.resources import files
+from typing import Any
+
+from celery import Celery
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..actions import fail_chord
+from ..collect import collect
+from ..diagnose import CATALOG
+from ..errors import ChordguardError
+from ..metrics import exposition, make_registry
+from ..model import ChordKind, to_jsonable
+from ..monitor import health_from
+from ..tracker import ChordTracker, Figures
+from ..urls import mask_text
+from .auth import presented_token, token_matches
+from .chords import STATES, ChordFilter, chord_detail, chord_row
+from .snapshots import SnapshotCache
+from .store_view import StoreView, UnknownDeadLetterError, store_view
+
+STATIC = files("chordguard.web") / "static"
+LIST_LIMIT = 500
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost"]
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+
+
+class Dashboard:
+    """The state one ``serve`` process shares between requests."""
+
+    def __init__(self, app: Celery, token: str | None, stuck_after_hours: float,
+                 cache: SnapshotCache | None = None, store: StoreView | None = None) -> None:
+        self.app, self.token = app, token
+        self.tracker = ChordTracker(app)
+        self.cache = cache or SnapshotCache(self.produce)
+        self.stuck_after_hours = stuck_after_hours
+        self.store = store if store is not None else store_view(app)
+        self.registry = make_registry(lambda: self.cache.latest, self.store.figures)
+
+    def produce(self) -> Figures:
+        """Runs in a worker thread: one collection, fed to the tracker."""
+        self.store.refresh()
+        return self.tracker.observe(collect(self.app, stuck_after_hours=self.stuck_after_hours))
+
+    def frame(self, figures: Figures) -> dict[str, Any]:
+        """What every page shows in its header: versions, sources, health, permissions."""
+        snapshot = figures.snapshot
+        return {"taken_at": snapshot.taken_at.isoformat(),
+                "celery_version": snapshot.celery_version,
+                "health": health_from(snapshot), "sources": to_jsonable(snapshot.sources),
+                "actions_enabled": bool(self.token),
+                "dead_letters_enabled": self.store.has_dead_letters}
+
+    async def authorize(self, request: Request) -> JSONResponse | None:
+        """None when the request may write; otherwise the refusal to send."""
+        if not self.token:
+            return _error(403, "read-only: start `chordguard serve` with --token (or "
+                               "CHORDGUARD_TOKEN) to allow actions")
+        if not token_matches(self.token, await presented_token(request)):
+            return _error(401, "missing or wrong token")
+        return None
+
+
+def create_app(app: Celery, token: str | None = None, stuck_after_hours: float = 1.0,
+               refresh_interval: float = 15.0, cache_seconds: float = 2.0,
+               trusted_hosts: list[str] | None = None) -> Starlette:
+    """The ASGI app. ``trusted_hosts`` limits the Host header (DNS-rebinding defence)."""
+    board = Dashboard(app, token, stuck_after_hours)
+    board.cache.fresh_for, board.cache.interval = cache_seconds, refresh_interval
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        board.cache.start_background()
+        yield
+        await board.cache.stop_background()
+
+    async def chords(request: Request) -> Response:
+        figures = await board.cache.get()
+        wanted = ChordFilter.from_query(request.query_params)
+        limit = _int(request.query_params.get("limit"), LIST_LIMIT)
+        matched = [c for c in figures.snapshot.chords if wanted.matches(c)]
+        return _json({**board.frame(figures), "total": len(figures.snapshot.chords),
+                      "matched": len(matched),
+                      "chords": [chord_row(c, figures.rates.get(c.id)) for c in matched[:limit]],
+                      "choices": {"kind": [k.value for k in ChordKind], "state": list(STATES),
+                                  "diagnosis": sorted(CATALOG)}})
+
+    async def chord(request: Request) -> Response:
+        figures = await board.cache.get()
+        found = figures.snapshot.find(request.path_params["chord_id"])
+        history = await asyncio.to_thread(board.store.journal, request.path_params["chord_id"])
+        if found is None and not history:
+            return _error(404, "no in-flight chord and no journal record with that group or "
+                               "callback id")
+        return _json({**board.frame(figures), "history": history,
+                      "chord": None if found is None else
+                      chord_detail(found, figures.rates.get(found.id)),
+                      "catalog": {code: to_jsonable(entry) for code, entry in CATALOG.items()}})
+
+    async def fail(request: Request) -> Response:
+        if refusal := await board.authorize(request):
+            return refusal
+        reason = await _field(request, "reason") or "failed from the chordguard dashboard"
+        figures = await board.cache.refresh()
+        target = figures.snapshot.find(request.path_params["chord_id"])
+        if target is None:
+            return _error(404, "no in-flight chord with that group or callback id")
+        try:
+            plan = await asyncio.to_thread(fail_chord, app, target, reason)
+        except ChordguardError as exc:
+            return _error(502, mask_text(str(exc)))
+        await board.cache.refresh()
+        return _json({"ok": True, "plan": to_jsonable(plan)})
+
+    async def dead_letters(request: Request) -> Response:
+        figures = await board.cache.get()
+        items = await asyncio.to_thread(board.store.dead_letters)
+        return _json({**board.frame(figures), "dead_letters": items})
+
+    async def replay(request: Request) -> Response:
+        return await letter_action(request, "replay")
+
+    async def drop(request: Request) -> Response:
+        return await letter_action(request, "drop")
+
+    async def letter_action(request: Request, action: str) -> Response:
+        if refusal := await board.authorize(request):
+            return refusal
+        if not board.store.has_dead_letters:
+            return _error(404, "no dead-letter queue: the guard's store is not configured")
+        letter = request.path_params["letter_id"]
+        reason = await _field(request, "reason")
+        if action == "drop" and not reason:
+            return _error(400, "dropping a dead letter needs a reason")
+        try:
+            outcome = await asyncio.to_thread(
+                board.store.replay if action == "replay" else board.store.drop, letter, reason)
+        except UnknownDeadLetterError as exc:
+            return _error(404, str(exc))
+        except ChordguardError as exc:
+            return _error(502, mask_text(str(exc)))
+        await board.cache.refresh()
+        return _json({"ok": True, "result": to_jsonable(outcome)})
+
+    async def metrics(_: Request) -> Response:
+        await board.cache.get()
+        return Response(exposition(board.registry),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def healthz(_: Request) -> Response:
+        health = health_from((await board.cache.get()).snapshot)
+        return _json(health, 200 if health["status"] == "healthy" else 503)
+
+    def page(name: str, title: str):
+        html = render_page(name, title)
+
+        async def serve_page(_: Request) -> Response:
+            return HTMLResponse(html, headers=SECURITY_HEADERS)
+        return serve_page
+
+    routes = [
+        Route("/", page("index", "chords")),
+        Route("/chords/{chord_id}", page("chord", "chord")),
+        Route("/dead-letters", page("dead_letters", "dead letters")),
+        Route("/api/chords", chords),
+        Route("/api/chords/{chord_id}", chord),
+        Route("/api/chords/{chord_id}/fail", fail, methods=["POST"]),
+        Route("/api/dead-letters", dead_letters),
+        Route("/api/dead-letters/{letter_id}/replay", replay, methods=["POST"]),
+        Route("/api/dead-letters/{letter_id}/drop", drop, methods=["POST"]),
+        Route("/metrics", metrics),
+        Route("/healthz", healthz),
+        Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+    ]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts)] \
+        if trusted_hosts else []
+    web = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    web.state.dashboard = board
+    return web
+
+
+def render_page(name: str, title: str) -> str:
+    """The page shell around ``pages/<name>.html``, loading ``<name>.js``."""
+    shell = (STATIC / "shell.html").read_text()
+    body = (STATIC / "pages" / f"{name}.html").read_text()
+    return shell.replace("{title}", f"chordguard — {title}").replace(
+        "{script}", f"{name}.js").replace("{body}", body)
+
+
+def _json(document: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(document, status, headers=SECURITY_HEADERS)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return _json({"ok": False, "error": message}, status)
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return max(0, int(value)) if value else default
+    except ValueError:
+        return default
+
+
+async def _field(request: Request, name: str) -> str:
+    """A field from a form or JSON body; empty when absent."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        with contextlib.suppress(ValueError):
+            body = await request.json()
+            if isinstance(body, dict) and isinstance(body.get(name), str):
+                return body[name].strip()
+        return ""
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        value = (await request.form()).get(name)
+        return value.strip() if isinstance(value, str) else ""
+    return ""
