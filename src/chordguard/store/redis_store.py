@@ -1,0 +1,237 @@
+"""The store in Redis: one hash per chord, sorted sets of open chords and dead letters.
+
+Keys start with ``chordguard:``. Ended chords expire after the retention period.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from .base import Store, now
+from .connections import redis_client
+from .records import (
+    DLQ_DEAD,
+    OPEN,
+    TERMINAL,
+    Breaker,
+    ChordRecord,
+    DeadLetter,
+    PartUpdate,
+    from_json,
+    to_json,
+)
+
+PREFIX = "chordguard:"
+FAILED_PART_STATES = frozenset({"FAILURE", "REVOKED", "REJECTED"})
+NO_DEADLINE = 1e18
+
+# KEYS: chord hash, open zset, app open zset; ARGV: state, reason, ended_at, retention, id
+_FINISH = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'ended_at', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZREM', KEYS[2], ARGV[5])
+redis.call('ZREM', KEYS[3], ARGV[5])
+return 1
+"""
+# KEYS: lease; ARGV: expect, new, ttl ms
+_SWAP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+# KEYS: breaker; ARGV: expected version, new json
+_REPLACE = """
+local cur = redis.call('GET', KEYS[1])
+local version = 0
+if cur then version = cjson.decode(cur)['version'] end
+if tostring(version) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+# KEYS: letter, dlq zset; ARGV: new json, state
+_SETTLE = """
+local cur = redis.call('GET', KEYS[1])
+if not cur or cjson.decode(cur)['state'] ~= 'dead' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+_STATIC = ("app", "kind", "callback_name", "callback_id", "header_ids", "created_at",
+           "deadline_at", "callback")
+
+
+class RedisStore(Store):
+    """The store in a Redis database (``redis://``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client: redis.Redis = redis_client(url)
+        self._finish = self.client.register_script(_FINISH)
+        self._swap = self.client.register_script(_SWAP)
+        self._replace = self.client.register_script(_REPLACE)
+        self._settle = self.client.register_script(_SETTLE)
+
+    @staticmethod
+    def _key(*parts: str) -> str:
+        return PREFIX + ":".join(parts)
+
+    # journal
+    def record_chord(self, record: ChordRecord) -> None:
+        key = self._key("chord", record.id)
+        static = {name: getattr(record, name) for name in _STATIC}
+        if not self.client.hsetnx(key, "data", json.dumps(static, default=repr)):
+            return
+        score = record.deadline_at if record.deadline_at is not None else NO_DEADLINE
+        with self.client.pipeline() as pipe:
+            pipe.hset(key, mapping={"state": record.state, "polls": record.polls,
+                                    "duplicates": record.duplicates})
+            if record.state == OPEN:
+                pipe.zadd(self._key("open"), {record.id: score})
+                pipe.zadd(self._key("open", record.app), {record.id: score})
+            else:
+                pipe.hset(key, mapping={"reason": record.reason or "",
+                                        "ended_at": record.ended_at or now()})
+                pipe.expire(key, int(self.retention))
+            pipe.execute()
+
+    def record_parts(self, updates: list[PartUpdate]) -> None:
+        if not updates:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for u in updates:
+                key = self._key("parts", u.chord_id)
+                pipe.hsetnx(key, u.task_id, f"{u.state}|{u.at}")
+                pipe.expire(key, int(self.retention))
+            pipe.execute()
+
+    def chord(self, chord_id: str) -> ChordRecord | None:
+        found = self._chords([chord_id])
+        return found[0] if found else None
+
+    def parts(self, chord_id: str) -> dict[str, str]:
+        raw = self.client.hgetall(self._key("parts", chord_id))
+        return {k.decode(): v.decode().split("|")[0] for k, v in raw.items()}
+
+    def open_chords(self, app: str | None = None, due_before: float | None = None,
+                    limit: int = 10000) -> list[ChordRecord]:
+        key = self._key("open", app) if app is not None else self._key("open")
+        top = f"({due_before}" if due_before is not None else "+inf"
+        ids = [i.decode() for i in self.client.zrangebyscore(key, "-inf", top, start=0,
+                                                            num=limit)]
+        return sorted((c for c in self._chords(ids) if c.open), key=lambda c: c.created_at)
+
+    def _chords(self, ids: list[str]) -> list[ChordRecord]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for chord_id in ids:
+                pipe.hgetall(self._key("chord", chord_id))
+                pipe.hgetall(self._key("parts", chord_id))
+            raw = pipe.execute()
+        out = []
+        for chord_id, fields, finished in zip(ids, raw[::2], raw[1::2], strict=True):
+            if not fields or b"data" not in fields:
+                continue
+            values = {k.decode(): v.decode() for k, v in fields.items()}
+            static: dict[str, Any] = json.loads(values["data"])
+            states = [v.decode().split("|") for v in finished.values()]
+            out.append(ChordRecord(
+                id=chord_id, **static, state=values.get("state", OPEN),
+                reason=values.get("reason") or None,
+                ended_at=float(values["ended_at"]) if values.get("ended_at") else None,
+                last_progress_at=max((float(at) for _, at in states), default=None),
+                done=len(states), failed=sum(1 for s, _ in states if s in FAILED_PART_STATES),
+                polls=int(values.get("polls", 0)), duplicates=int(values.get("duplicates", 0))))
+        return out
+
+    def finish_chord(self, chord_id: str, state: str, reason: str) -> bool:
+        assert state in TERMINAL, state
+        record = self.chord(chord_id)
+        if record is None:
+            return False
+        return bool(self._finish(
+            keys=[self._key("chord", chord_id), self._key("open"), self._key("open", record.app)],
+            args=[state, reason, now(), int(self.retention), chord_id]))
+
+    def count(self, chord_id: str, name: str, n: int = 1) -> None:
+        assert name in ("polls", "duplicates"), name
+        key = self._key("chord", chord_id)
+        if self.client.exists(key):
+            self.client.hincrby(key, name, n)
+
+    # leases
+    def swap_lease(self, chord_id: str, expect: str | None, new: str, ttl: float) -> bool:
+        key = self._key("lease", chord_id)
+        if expect is None:
+            return bool(self.client.set(key, new, px=int(ttl * 1000), nx=True))
+        return bool(self._swap(keys=[key], args=[expect, new, int(ttl * 1000)]))
+
+    def lease(self, chord_id: str) -> str | None:
+        value = self.client.get(self._key("lease", chord_id))
+        return value.decode() if value is not None else None
+
+    # run-once claims
+    def claim(self, key: str, holder: str) -> str | None:
+        full = self._key("claim", key)
+        if self.client.set(full, holder, nx=True, ex=int(self.retention)):
+            return None
+        current = self.client.get(full)
+        return current.decode() if current is not None else "?"
+
+    # dead letters
+    def add_dead_letter(self, letter: DeadLetter) -> None:
+        if self.client.set(self._key("dlq", letter.id), to_json(letter), nx=True):
+            self.client.zadd(self._key("dlq"), {letter.id: letter.created_at})
+
+    def dead_letters(self, state: str | None = None, limit: int = 1000) -> list[DeadLetter]:
+        ids = [i.decode() for i in self.client.zrevrange(self._key("dlq"), 0, -1)]
+        raw = self.client.mget([self._key("dlq", i) for i in ids]) if ids else []
+        letters = [from_json(DeadLetter, r) for r in raw if r is not None]
+        return [d for d in letters if state is None or d.state == state][:limit]
+
+    def dead_letter(self, letter_id: str) -> DeadLetter | None:
+        raw = self.client.get(self._key("dlq", letter_id))
+        if raw is not None:
+            return from_json(DeadLetter, raw)
+        matches = [i for i in self.client.zrange(self._key("dlq"), 0, -1)
+                   if i.decode().startswith(letter_id)]
+        if len(matches) != 1:
+            return None
+        raw = self.client.get(self._key("dlq", matches[0].decode()))
+        return from_json(DeadLetter, raw) if raw is not None else None
+
+    def settle_dead_letter(self, letter_id: str, state: str, note: str) -> bool:
+        letter = self.dead_letter(letter_id)
+        if letter is None or letter.state != DLQ_DEAD:
+            return False
+        letter.state, letter.note, letter.updated_at = state, note, now()
+        return bool(self._settle(keys=[self._key("dlq", letter.id), self._key("dlq")],
+                                 args=[to_json(letter), state]))
+
+    # breakers
+    def breaker(self, name: str) -> Breaker:
+        raw = self.client.get(self._key("breaker", name))
+        return from_json(Breaker, raw) if raw is not None else Breaker(name)
+
+    def breakers(self) -> list[Breaker]:
+        names = sorted(n.decode() for n in self.client.smembers(self._key("breakers")))
+        return [self.breaker(name) for name in names]
+
+    def _replace_breaker(self, old: Breaker, new: Breaker) -> bool:
+        self.client.sadd(self._key("breakers"), new.name)
+        return bool(self._replace(keys=[self._key("breaker", new.name)],
+                                  args=[old.version, to_json(new)]))
+
+    # retention
+    def purge(self, now_: float | None = None) -> int:
+        """Ended chords expire by themselves; settled dead letters past retention go."""
+        cutoff = (now_ or now()) - self.retention
+        removed = 0
+        for letter in self.dead_letters():
+            if letter.state != DLQ_DEAD and (letter.updated_at or letter.created_at) < cutoff:
+                self.client.delete(self._key("dlq", letter.id))
+                self.client.zrem(self._key("dlq"), letter.id)
+                removed += 1
+        return removed

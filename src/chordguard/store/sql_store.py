@@ -1,0 +1,324 @@
+"""The store on SQLAlchemy 2: a SQLite file by default, PostgreSQL for clusters.
+
+Tables (``chordguard_*``) are created on first use. JSON columns are TEXT holding JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from .base import Store, now
+from .connections import sql_engine
+from .records import (
+    DLQ_DEAD,
+    OPEN,
+    TERMINAL,
+    Breaker,
+    ChordRecord,
+    DeadLetter,
+    PartUpdate,
+    from_json,
+    to_json,
+)
+
+FAILED_PART_STATES = ("FAILURE", "REVOKED", "REJECTED")
+
+metadata = MetaData()
+journal = Table(
+    "chordguard_journal", metadata,
+    Column("id", String(155), primary_key=True),
+    Column("app", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("callback_name", String(255)),
+    Column("callback_id", String(155)),
+    Column("header_ids", Text, nullable=False),
+    Column("callback", Text),
+    Column("created_at", Float, nullable=False),
+    Column("deadline_at", Float),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text),
+    Column("ended_at", Float),
+    Column("polls", Integer, nullable=False, default=0),
+    Column("duplicates", Integer, nullable=False, default=0),
+    Index("chordguard_journal_open", "state", "app", "deadline_at"),
+)
+parts = Table(
+    "chordguard_parts", metadata,
+    Column("chord_id", String(155), primary_key=True),
+    Column("task_id", String(155), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("at", Float, nullable=False),
+)
+dead_letters = Table(
+    "chordguard_dead_letters", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("data", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float),
+)
+leases = Table(
+    "chordguard_leases", metadata,
+    Column("chord_id", String(155), primary_key=True),
+    Column("token", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+claims = Table(
+    "chordguard_claims", metadata,
+    Column("key", String(255), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("at", Float, nullable=False),
+)
+breakers = Table(
+    "chordguard_breakers", metadata,
+    Column("name", String(255), primary_key=True),
+    Column("data", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+_created: set[str] = set()
+_create_lock = threading.Lock()
+
+
+class SqlStore(Store):
+    """The store in a SQL database reached through SQLAlchemy."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            engine = sql_engine(self.url)
+            with _create_lock:
+                if self.url not in _created:
+                    try:
+                        metadata.create_all(engine, checkfirst=True)
+                    except (IntegrityError, OperationalError, ProgrammingError):
+                        metadata.create_all(engine, checkfirst=True)  # another process raced us
+                    _created.add(self.url)
+            self._engine = engine
+        return self._engine
+
+    def _insert_ignore(self, table: Table):
+        """INSERT that does nothing when the primary key exists."""
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        if dialect == "sqlite":
+            return sqlite.insert(table).on_conflict_do_nothing()
+        return table.insert()  # other dialects: IntegrityError is caught by the caller
+
+    def _insert_new(self, table: Table, values: dict[str, Any] | list[dict[str, Any]]) -> int:
+        """Insert the rows whose key is new; return how many were inserted."""
+        key = list(table.primary_key.columns)[0]
+        try:
+            with self.engine.begin() as conn:
+                return len(conn.execute(self._insert_ignore(table).returning(key),
+                                        values).all())
+        except IntegrityError:
+            return 0
+
+    # journal
+    def record_chord(self, record: ChordRecord) -> None:
+        self._insert_new(journal, {
+            "id": record.id, "app": record.app, "kind": record.kind,
+            "callback_name": record.callback_name, "callback_id": record.callback_id,
+            "header_ids": json.dumps(record.header_ids),
+            "callback": json.dumps(record.callback, default=repr),
+            "created_at": record.created_at, "deadline_at": record.deadline_at,
+            "state": record.state, "reason": record.reason, "ended_at": record.ended_at,
+            "polls": record.polls, "duplicates": record.duplicates})
+
+    def record_parts(self, updates: list[PartUpdate]) -> None:
+        if updates:
+            self._insert_new(parts, [{"chord_id": u.chord_id, "task_id": u.task_id,
+                                      "state": u.state, "at": u.at} for u in updates])
+
+    def chord(self, chord_id: str) -> ChordRecord | None:
+        found = self._chords(journal.c.id == chord_id, limit=1)
+        return found[0] if found else None
+
+    def parts(self, chord_id: str) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(parts.c.task_id, parts.c.state)
+                                .where(parts.c.chord_id == chord_id))
+            return {task_id: state for task_id, state in rows}
+
+    def open_chords(self, app: str | None = None, due_before: float | None = None,
+                    limit: int = 10000) -> list[ChordRecord]:
+        where = [journal.c.state == OPEN]
+        if app is not None:
+            where.append(journal.c.app == app)
+        if due_before is not None:
+            where.append(journal.c.deadline_at < due_before)
+        return self._chords(and_(*where), limit)
+
+    def _chords(self, where, limit: int) -> list[ChordRecord]:
+        progress = (select(parts.c.chord_id, func.count().label("done"),
+                           func.sum(case((parts.c.state.in_(FAILED_PART_STATES), 1), else_=0))
+                           .label("failed"), func.max(parts.c.at).label("last"))
+                    .group_by(parts.c.chord_id).subquery())
+        query = (select(journal, progress.c.done, progress.c.failed, progress.c.last)
+                 .outerjoin(progress, progress.c.chord_id == journal.c.id)
+                 .where(where).order_by(journal.c.created_at).limit(limit))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [ChordRecord(
+            id=r["id"], app=r["app"], kind=r["kind"], callback_name=r["callback_name"],
+            callback_id=r["callback_id"], header_ids=json.loads(r["header_ids"]),
+            created_at=r["created_at"], deadline_at=r["deadline_at"],
+            callback=json.loads(r["callback"]) if r["callback"] else None, state=r["state"],
+            reason=r["reason"], ended_at=r["ended_at"], last_progress_at=r["last"],
+            done=r["done"] or 0, failed=r["failed"] or 0, polls=r["polls"],
+            duplicates=r["duplicates"]) for r in rows]
+
+    def finish_chord(self, chord_id: str, state: str, reason: str) -> bool:
+        assert state in TERMINAL, state
+        with self.engine.begin() as conn:
+            result = conn.execute(update(journal)
+                                  .where(journal.c.id == chord_id, journal.c.state == OPEN)
+                                  .values(state=state, reason=reason, ended_at=now()))
+            return result.rowcount == 1
+
+    def count(self, chord_id: str, name: str, n: int = 1) -> None:
+        column = {"polls": journal.c.polls, "duplicates": journal.c.duplicates}[name]
+        with self.engine.begin() as conn:
+            conn.execute(update(journal).where(journal.c.id == chord_id)
+                         .values({column: column + n}))
+
+    # leases
+    def swap_lease(self, chord_id: str, expect: str | None, new: str, ttl: float) -> bool:
+        expires = now() + ttl
+        if expect is None:
+            with self.engine.begin() as conn:  # a lease left from long ago may be taken
+                conn.execute(delete(leases).where(leases.c.chord_id == chord_id,
+                                                  leases.c.expires_at < now()))
+            return self._insert_new(leases, {"chord_id": chord_id, "token": new,
+                                             "expires_at": expires}) == 1
+        with self.engine.begin() as conn:
+            result = conn.execute(update(leases)
+                                  .where(leases.c.chord_id == chord_id, leases.c.token == expect)
+                                  .values(token=new, expires_at=expires))
+            return result.rowcount == 1
+
+    def lease(self, chord_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(leases.c.token).where(leases.c.chord_id == chord_id,
+                                                             leases.c.expires_at >= now())
+                                ).scalar()
+
+    # run-once claims
+    def claim(self, key: str, holder: str) -> str | None:
+        if self._insert_new(claims, {"key": key, "holder": holder, "at": now()}) == 1:
+            return None
+        with self.engine.connect() as conn:
+            return conn.execute(select(claims.c.holder).where(claims.c.key == key)).scalar() \
+                or "?"
+
+    # dead letters
+    def add_dead_letter(self, letter: DeadLetter) -> None:
+        self._insert_new(dead_letters, {"id": letter.id, "data": to_json(letter),
+                                        "state": letter.state, "created_at": letter.created_at,
+                                        "updated_at": letter.updated_at})
+
+    def dead_letters(self, state: str | None = None, limit: int = 1000) -> list[DeadLetter]:
+        query = select(dead_letters.c.data).order_by(dead_letters.c.created_at.desc()).limit(limit)
+        if state is not None:
+            query = query.where(dead_letters.c.state == state)
+        with self.engine.connect() as conn:
+            return [from_json(DeadLetter, data) for data in conn.execute(query).scalars()]
+
+    def dead_letter(self, letter_id: str) -> DeadLetter | None:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(dead_letters.c.data).where(or_(
+                dead_letters.c.id == letter_id,
+                dead_letters.c.id.startswith(letter_id, autoescape=True))).limit(2)
+            ).scalars().all()
+        exact = [r for r in rows if from_json(DeadLetter, r).id == letter_id]
+        chosen = exact or (rows if len(rows) == 1 else [])
+        return from_json(DeadLetter, chosen[0]) if chosen else None
+
+    def settle_dead_letter(self, letter_id: str, state: str, note: str) -> bool:
+        letter = self.dead_letter(letter_id)
+        if letter is None or letter.state != DLQ_DEAD:
+            return False
+        letter.state, letter.note, letter.updated_at = state, note, now()
+        with self.engine.begin() as conn:
+            result = conn.execute(update(dead_letters)
+                                  .where(dead_letters.c.id == letter.id,
+                                         dead_letters.c.state == DLQ_DEAD)
+                                  .values(state=state, data=to_json(letter),
+                                          updated_at=letter.updated_at))
+            return result.rowcount == 1
+
+    # breakers
+    def breaker(self, name: str) -> Breaker:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(breakers.c.data, breakers.c.version)
+                               .where(breakers.c.name == name)).first()
+        if row is None:
+            return Breaker(name)
+        found = from_json(Breaker, row.data)
+        found.version = row.version
+        return found
+
+    def breakers(self) -> list[Breaker]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(breakers.c.data, breakers.c.version)
+                                .order_by(breakers.c.name)).all()
+        out = []
+        for row in rows:
+            found = from_json(Breaker, row.data)
+            found.version = row.version
+            out.append(found)
+        return out
+
+    def _replace_breaker(self, old: Breaker, new: Breaker) -> bool:
+        if old.version == 0:
+            return self._insert_new(breakers, {"name": new.name, "data": to_json(new),
+                                               "version": new.version}) == 1
+        with self.engine.begin() as conn:
+            result = conn.execute(update(breakers)
+                                  .where(breakers.c.name == new.name,
+                                         breakers.c.version == old.version)
+                                  .values(data=to_json(new), version=new.version))
+            return result.rowcount == 1
+
+    # retention
+    def purge(self, now_: float | None = None) -> int:
+        cutoff = (now_ or now()) - self.retention
+        with self.engine.begin() as conn:
+            ended = select(journal.c.id).where(journal.c.state != OPEN,
+                                               journal.c.ended_at < cutoff)
+            conn.execute(delete(parts).where(parts.c.chord_id.in_(ended)))
+            conn.execute(delete(leases).where(leases.c.expires_at < cutoff))
+            conn.execute(delete(claims).where(claims.c.at < cutoff))
+            conn.execute(delete(dead_letters).where(dead_letters.c.state != DLQ_DEAD,
+                                                    dead_letters.c.updated_at < cutoff))
+            return conn.execute(delete(journal).where(journal.c.state != OPEN,
+                                                      journal.c.ended_at < cutoff)).rowcount
