@@ -118,6 +118,7 @@ def _build_groups() -> tuple[click.Group, click.Group]:
     from . import actions, demo, monitor  # noqa: F401  (register commands in COMMANDS)
     from . import serve  # noqa: F401
     from . import doctor  # noqa: F401
+    from . import watch  # noqa: F401
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
     @common_options
