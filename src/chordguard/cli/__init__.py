@@ -115,10 +115,14 @@ COMMANDS: list[click.Command] = []
 
 
 def _build_groups() -> tuple[click.Group, click.Group]:
-    from . import actions, demo, monitor  # noqa: F401  (register commands in COMMANDS)
-    from . import serve  # noqa: F401
-    from . import doctor  # noqa: F401
-    from . import watch  # noqa: F401
+    from . import (  # noqa: F401  (register commands in COMMANDS)
+        actions,
+        demo,
+        doctor,
+        monitor,
+        serve,
+        watch,
+    )
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
     @common_options

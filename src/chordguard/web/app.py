@@ -34,6 +34,7 @@ from ..tracker import ChordTracker, Figures
 from ..urls import mask_text
 from .auth import presented_token, token_matches
 from .chords import STATES, ChordFilter, chord_detail, chord_row
+from .forms import body_fields
 from .snapshots import SnapshotCache
 from .store_view import StoreView, UnknownDeadLetterError, store_view
 
@@ -226,15 +227,5 @@ def _int(value: str | None, default: int) -> int:
 
 
 async def _field(request: Request, name: str) -> str:
-    """A field from a form or JSON body; empty when absent."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("application/json"):
-        with contextlib.suppress(ValueError):
-            body = await request.json()
-            if isinstance(body, dict) and isinstance(body.get(name), str):
-                return body[name].strip()
-        return ""
-    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-        value = (await request.form()).get(name)
-        return value.strip() if isinstance(value, str) else ""
-    return ""
+    """A field of the POST body, stripped; empty when absent."""
+    return (await body_fields(request)).get(name, "").strip()

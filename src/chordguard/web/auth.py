@@ -6,23 +6,21 @@ import hmac
 
 from starlette.requests import Request
 
+from .forms import body_fields
+
 TOKEN_HEADER = "x-chordguard-token"
 TOKEN_FIELD = "token"
 
 
 async def presented_token(request: Request) -> str | None:
     """The token a request carries: ``X-Chordguard-Token``, ``Authorization: Bearer``, or a
-    ``token`` form field (urlencoded or multipart)."""
+    ``token`` field of the body (form-urlencoded or JSON)."""
     if token := request.headers.get(TOKEN_HEADER):
         return token
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials:
         return credentials.strip()
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-        value = (await request.form()).get(TOKEN_FIELD)
-        return value if isinstance(value, str) else None
-    return None
+    return (await body_fields(request)).get(TOKEN_FIELD)
 
 
 def token_matches(expected: str | None, presented: str | None) -> bool:

@@ -1,0 +1,191 @@
+"""``chordguard serve`` over HTTP against real clusters: /healthz, /metrics, the JSON API, the
+token on actions, and the shipped alert rules and Grafana dashboard against what it exports."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+import redis
+import yaml
+from celery import chord
+
+from tests.cluster import REDIS_URL, ROOT, Cluster, wait_for
+from tests.serving import Server
+
+TOKEN = "s3cret-token-for-tests"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+ALERTS_TEST = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "chordguard.json"
+METRIC_NAME = re.compile(r"\bchordguard_[a-z_]+\b")
+
+
+@pytest.fixture
+def served():
+    """``served(cluster, token=None)`` -> a running Server, stopped after the test."""
+    servers: list[Server] = []
+
+    def start(cluster: Cluster, token: str | None = None) -> Server:
+        server = Server(cluster, token)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def redis_cluster(make_cluster):
+    """A Redis-broker, Redis-backend cluster with one worker; its workers are SIGKILLed and
+    its own keys deleted afterwards."""
+    cluster = make_cluster(REDIS_URL, REDIS_URL)
+    cluster.start_worker()
+    yield cluster
+    for worker in cluster.workers:
+        worker.kill()
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{cluster.namespace}:*", count=1000):
+        client.delete(key)
+
+
+def listed(server: Server, chord_id: str, query: str = "") -> dict | None:
+    body = server.get(f"/api/chords?{query}").json()
+    return next((c for c in body["chords"] if c["id"] == chord_id), None)
+
+
+def exported_names(server: Server) -> set[str]:
+    """Every sample name /metrics can carry, from its TYPE lines (families without samples
+    yet included): counters end in _total, histograms add _bucket/_sum/_count."""
+    names = set()
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names.add(name)
+            if kind == "histogram":
+                names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
+
+
+def rule_expressions() -> dict[str, str]:
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    return {rule["alert"]: rule["expr"] for rule in rules}
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+def test_healthy_cluster(redis_cluster, served):
+    """Healthy: /healthz 200, the in-flight chord listed with its progress, figures on
+    /metrics, the shipped rules and dashboard use only exported names, and a read-only
+    server refuses every action."""
+    app = redis_cluster.app
+    finished = chord([app.signature("t.add", (i, i)) for i in range(3)])(app.signature("t.tsum"))
+    assert finished.get(timeout=30) == 6
+    slow = chord([app.signature("t.sleep", (0.1,)), app.signature("t.sleep", (60,))])(
+        app.signature("t.tsum"))
+    gid = slow.parent.id
+    server = served(redis_cluster)
+
+    row = wait_for(lambda: (r := listed(server, gid)) and r["done"] == 1 and r,
+                   what="the slow chord with one part done")
+    assert (row["kind"], row["state"], row["total"], row["diagnoses"]) == \
+        ("redis", "running", 2, [])
+    assert listed(server, gid, "kind=redis&state=running&callback=") is not None
+    assert listed(server, gid, "kind=unlock") is None
+    assert listed(server, gid, "state=blocked") is None
+    assert listed(server, gid, "callback=no-such-callback") is None
+
+    health = server.get("/healthz")
+    assert health.status_code == 200, health.text
+    assert health.json()["status"] == "healthy"
+    assert health.json()["in_flight_chords"] == 1
+
+    figures = server.metrics()
+    assert figures["chordguard_chords_in_flight"][(("kind", "redis"),)] == 1
+    assert figures["chordguard_chords_stuck"][(("kind", "redis"),)] == 0
+    assert figures["chordguard_source_up"][(("source", "redis_chords"),)] == 1
+    assert figures["chordguard_chord_idle_seconds_max"][(("kind", "redis"),)] < 3600
+    assert all("chord" not in dict(labels) and "task_id" not in dict(labels)
+               for samples in figures.values() for labels in samples)
+
+    exported = exported_names(server)
+    for alert, expr in rule_expressions().items():
+        assert set(METRIC_NAME.findall(expr)) <= exported, alert
+    for expr in dashboard_expressions():
+        assert set(METRIC_NAME.findall(expr)) <= exported, expr
+    wanted = {"chordguard_chords_in_flight", "chordguard_chords_stuck",
+              "chordguard_chord_diagnoses", "chordguard_chord_duration_seconds_bucket",
+              "chordguard_unlock_polls_total", "chordguard_unlock_duplicate_chains",
+              "chordguard_callback_failures_total", "chordguard_circuit_breaker_state",
+              "chordguard_dead_letters"}
+    assert wanted <= exported
+
+    refused = server.post(f"/api/chords/{gid}/fail", headers={"X-Chordguard-Token": TOKEN})
+    assert refused.status_code == 403 and "read-only" in refused.json()["error"]
+    assert server.get(f"/api/chords/{gid}/fail").status_code == 405
+    assert server.get(f"/api/chords/{gid}").json()["chord"]["state"] == "running"
+
+    page = server.get("/")
+    assert page.status_code == 200 and "/static/index.js" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert server.get("/healthz", headers={"host": "evil.example"}).status_code == 400
+
+
+def test_stuck_chord_and_the_token(redis_cluster, served):
+    """A Redis chord whose .s counter is deleted is stuck: /healthz 503 naming the diagnosis,
+    /metrics counts it; failing it needs the token, and once failed it is gone."""
+    app = redis_cluster.app
+    stuck = chord([app.signature("t.add", (1, 1)), app.signature("t.sleep", (2,))])(
+        app.signature("t.tsum"))
+    gid = stuck.parent.id
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"{redis_cluster.namespace}:celery-taskset-meta-{gid}"
+    wait_for(lambda: client.zcard(prefix + ".j") >= 1, what="the first part recorded")
+    assert client.delete(prefix + ".s") == 1
+    wait_for(lambda: client.zcard(prefix + ".j") == 2, what="the slow part recorded")
+    server = served(redis_cluster, TOKEN)
+
+    health = wait_for(lambda: (r := server.get("/healthz")).status_code == 503 and r,
+                      what="/healthz 503")
+    assert health.json()["diagnoses"].get("counter_lost") == 1
+    assert health.json()["stuck_chords"] == 1
+    row = listed(server, gid, "diagnosis=counter_lost&state=blocked")
+    assert row is not None and row["done"] == 2
+    figures = server.metrics()
+    assert figures["chordguard_chords_stuck"][(("kind", "redis"),)] == 1
+    assert figures["chordguard_chord_diagnoses"][(("code", "counter_lost"),)] == 1
+
+    path = f"/api/chords/{gid}/fail"
+    assert server.post(path).status_code == 401
+    assert server.post(path, headers={"X-Chordguard-Token": TOKEN + "x"}).status_code == 401
+    assert server.post(path, data={"token": "wrong", "reason": "x"}).status_code == 401
+    assert client.exists(prefix + ".j") == 1  # nothing was touched
+    done = server.post(path, data={"token": TOKEN, "reason": "test: counter lost"})
+    assert done.status_code == 200, done.text
+    assert done.json()["plan"]["reason"] == "test: counter lost"
+    assert client.exists(prefix + ".j") == 0
+    assert client.get(prefix + ".c") == b"done"
+    assert listed(server, gid) is None
+    assert server.get("/healthz").status_code == 200
+    assert server.post(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 404
+
+
+def test_alert_rules_are_valid_and_fire():
+    """promtool accepts the rules, and its unit tests (alerts_test.yml) see each alert fire
+    on the series it is meant for and stay quiet on healthy ones."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: apt-get install prometheus"
+    checked = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run([promtool, "test", "rules", str(ALERTS_TEST)], capture_output=True,
+                            text=True, timeout=60, cwd=ALERTS_TEST.parent)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert set(rule_expressions()) >= {"ChordStuck", "ChordUnlockRetryStorm",
+                                       "ChordDeadLetterQueueGrowing", "ChordCallbackFailureRatio"}
