@@ -37,7 +37,21 @@ def make_app(namespace: str, broker: str, backend: str | None, conf: dict | None
     settings.update(conf or {})
     app.conf.update(settings)
     register_tasks(app)
+    if settings.get("cg_stall_publish_of"):
+        stall_publish(settings["cg_stall_publish_of"])
     return app
+
+
+def stall_publish(task_name: str, seconds: float = 600.0) -> None:
+    """Block whoever publishes ``task_name`` (a worker dispatching a chord callback), so a
+    test can SIGKILL it in the window between Celery's dispatch claim and the publish."""
+    from celery.signals import before_task_publish
+
+    def stall(sender=None, **_kwargs):
+        if sender == task_name:
+            time.sleep(seconds)
+
+    before_task_publish.connect(stall, weak=False)
 
 
 def register_tasks(app: Celery) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .model import Chord, ClusterFacts, Diagnosis, Severity, format_seconds
+from .model import Chord, ChordKind, ClusterFacts, Diagnosis, Severity, format_seconds
 
 FAILED_STATES = frozenset({"FAILURE", "REVOKED", "REJECTED"})
 
@@ -96,7 +96,70 @@ def callback_failed(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
                 callback_id=chord.callback_id, state=chord.callback_state)
 
 
-RULES: list[Rule] = [header_failed, callback_failed]
+ORPHAN_GRACE_SECONDS = 20.0  # since the last part; Celery re-takes a lapsed claim sooner
+
+
+def _redis_ttl(chord: Chord, suffix: str) -> int | None:
+    """TTL in seconds of the chord's Redis key ending in ``suffix`` (-1: none; None: missing)."""
+    return next((ttl for key, ttl in chord.redis_keys.items() if key.endswith(suffix)), None)
+
+
+def counter_lost(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    """Redis: the ``.s`` size key is gone while other keys of the chord remain."""
+    if chord.kind is not ChordKind.REDIS or not chord.redis_keys:
+        return None
+    size_gone = any(key.endswith(".s") and ttl is None for key, ttl in chord.redis_keys.items())
+    remaining = [key for key, ttl in chord.redis_keys.items() if ttl is not None
+                 and not key.endswith(".c")]
+    if not size_gone or not remaining:
+        return None
+    return make("counter_lost", f".s counter gone; {chord.done} part(s) recorded in .j",
+                remaining_keys=remaining, done=chord.done)
+
+
+def counter_expiring(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    """Redis: the ``.s`` TTL is likely to run out before the next header part returns.
+
+    Each part return resets the TTL, so the counter survives as long as no gap between part
+    returns exceeds chord_expires. The expected wait for the next return is taken as the
+    larger of (a) the idle time so far (a part that has not finished after ``idle`` seconds
+    is, by the usual survival estimate, as likely as not to need ``idle`` more) and (b) the
+    mean interval between returns so far (age / done). Fires when that wait is at least the
+    TTL left, i.e. at the earliest after half of chord_expires without progress: never on a
+    cluster whose chords make progress well within chord_expires.
+    """
+    ttl = _redis_ttl(chord, ".s")
+    if chord.kind is not ChordKind.REDIS or ttl is None or ttl < 0 or chord.total is None \
+            or chord.idle is None or chord.done >= chord.total:
+        return None
+    gap = chord.age.seconds / chord.done if chord.done and chord.age else 0.0
+    wait = max(chord.idle.seconds, gap)
+    if wait < ttl:
+        return None
+    return make("counter_expiring",
+                f".s expires in {format_seconds(ttl)}; {chord.total - chord.done} part(s) left, "
+                f"expected wait for the next ≈ {format_seconds(wait)}",
+                ttl_seconds=ttl, idle_seconds=chord.idle.seconds, mean_gap_seconds=gap,
+                remaining=chord.total - chord.done)
+
+
+def orphaned_redis_body(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    """Redis: every part recorded and the count complete, yet the keys linger with no dispatch
+    claim (``.c``) past a grace period: the worker that claimed the callback died before
+    publishing it (Celery deletes the keys once it has published)."""
+    if chord.kind is not ChordKind.REDIS or chord.total is None or chord.done < chord.total \
+            or _redis_ttl(chord, ".s") is None or _redis_ttl(chord, ".c") is not None \
+            or chord.idle is None or chord.idle.seconds < ORPHAN_GRACE_SECONDS:
+        return None
+    return make("orphaned_body",
+                f"all {chord.total} parts returned {chord.idle.label()} ago, callback never "
+                "published (no dispatch claim left)",
+                done=chord.done, total=chord.total, idle_seconds=chord.idle.seconds,
+                grace_seconds=ORPHAN_GRACE_SECONDS)
+
+
+RULES: list[Rule] = [header_failed, callback_failed, counter_lost, counter_expiring,
+                     orphaned_redis_body]
 
 
 def diagnose(chord: Chord, facts: ClusterFacts, stuck_after_hours: float | None = None,

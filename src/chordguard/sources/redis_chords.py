@@ -1,0 +1,147 @@
+"""Redis-native chords: in-flight chords read from Celery's own chord keys in the result backend.
+
+Progress: ``total`` = ``.s`` + ``.t``, ``done`` = entries of ``.j``, ``failed`` = entries whose
+state is a failure. Times: every part return resets the TTL of ``.s``/``.j`` to
+``chord_expires`` (``result_chord_expires``, else ``result_expires``), and ``set_chord_size``
+sets it when the chord is applied, so ``chord_expires - TTL`` is the time since the last part
+returned (or since the chord was applied, when none has). Celery keeps no creation time once
+a part has returned: age is then a lower bound, said so in its basis.
+
+Chords that are over are left out: only a ``done`` marker left (``.c``), or ``.s`` deleted by
+Celery after it failed the callback with a ChordError (``.j`` then holds a failed part).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from celery import Celery
+
+from ..diagnose import FAILED_STATES
+from ..model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart
+from . import Source, uses_redis_backend
+from .redis_keys import RawChord, RawPart, read_chords, read_metas, scan_group_ids
+
+NAME = "redis_chords"
+
+
+def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
+    backend = app.backend
+    client = backend.client
+    ids = scan_group_ids(client, backend.group_keyprefix)
+    raws = read_chords(client, backend.get_key_for_group, backend._chord_zset, sorted(ids))
+    raws = [raw for raw in raws if in_flight(raw)]
+    read_metas(client, backend.get_key_for_task, raws)
+    expires = int(backend.chord_expires or 0)
+    return [to_chord(raw, expires, facts.now, backend.get_key_for_group) for raw in raws]
+
+
+def in_flight(raw: RawChord) -> bool:
+    """False for keys of a chord that is over (see the module docstring)."""
+    if not any(raw.exists(s) for s in (".s", ".j", ".t", ".d")):
+        return False
+    celery_failed_it = not raw.exists(".s") and any(p.state in FAILED_STATES for p in raw.parts)
+    return not celery_failed_it
+
+
+def to_chord(raw: RawChord, expires: int, now: datetime, group_key: Any) -> Chord:
+    """The model of one chord from its raw keys (pure)."""
+    chord = Chord(id=raw.group_id, kind=ChordKind.REDIS, sources=[NAME])
+    chord.done = len(raw.parts)
+    chord.failed = sum(1 for p in raw.parts if p.state in FAILED_STATES)
+    chord.header = [header_part(p) for p in raw.parts if p.task_id]
+    chord.header.sort(key=lambda p: (p.index is None, p.index or 0))
+    for suffix in (".s", ".j", ".t", ".d", ".c"):
+        ttl = raw.ttl_ms.get(suffix, -2)
+        if suffix == ".s" or ttl != -2:
+            key = group_key(raw.group_id, suffix).decode(errors="replace")
+            chord.redis_keys[key] = None if ttl == -2 else (-1 if ttl == -1 else ttl // 1000)
+    if raw.size is not None:
+        chord.total = raw.size + raw.extra
+        chord.evidence["total"] = f".s = {raw.size}" + (f" + .t = {raw.extra}" if raw.extra
+                                                        else "") + " (header size)"
+    else:
+        chord.evidence["total"] = "unknown: the .s counter key is gone"
+    chord.evidence["done"] = f"{chord.done} entries in .j (finished header parts)"
+    if raw.undecodable:
+        chord.evidence["done"] += f"; {raw.undecodable} not JSON-encoded, states unknown"
+    if chord.failed:
+        chord.evidence["failed"] = f"{chord.failed} .j entries in a failure state"
+    if raw.claim:
+        chord.evidence["claim"] = f".c = {raw.claim!r}: a worker claimed the callback dispatch"
+    chord.idle = idle(raw, expires)
+    chord.age = age(raw, chord.idle, now)
+    if chord.age and not chord.age.lower_bound:
+        chord.created_at = now - timedelta(seconds=chord.age.seconds)
+    for name in ("idle", "age"):
+        span = getattr(chord, name)
+        chord.evidence[name] = span.basis if span else _no_time(raw, expires)
+    return chord
+
+
+def header_part(raw: RawPart) -> HeaderPart:
+    meta = raw.meta or {}
+    return HeaderPart(task_id=raw.task_id or "", state=raw.state, index=raw.index,
+                      name=meta.get("name"), date_done=_date(meta.get("date_done")),
+                      result=raw.result, traceback=meta.get("traceback"))
+
+
+def idle(raw: RawChord, expires: int) -> Duration | None:
+    """Time since the last part returned (or since the chord was applied), from a key's TTL."""
+    suffix = ".s" if raw.exists(".s") else ".j"
+    ttl_ms = raw.ttl_ms.get(suffix, -2)
+    if not expires or ttl_ms < 0 or ttl_ms > expires * 1000 + 1000:
+        return None
+    since = "the chord was applied (set_chord_size)" if not raw.parts else \
+        "the last header part returned"
+    basis = (f"since {since}: chord_expires {expires} s - {suffix} TTL {ttl_ms / 1000:.0f} s "
+             f"(exact unless something else re-set the key's expiry)")
+    return Duration(max(0.0, expires - ttl_ms / 1000), basis)
+
+
+def age(raw: RawChord, idle_span: Duration | None, now: datetime) -> Duration | None:
+    """Exact before any part returns; afterwards the best lower bound, which says what it is."""
+    if not raw.parts:
+        if idle_span is None:
+            return None
+        return Duration(idle_span.seconds, "exact: no header part has returned, so the .s "
+                        "TTL still counts from set_chord_size")
+    dates = [(d, p.task_id) for p in raw.parts if (d := _date((p.meta or {}).get("date_done")))]
+    first = min(dates, default=None)
+    by_date = (now - first[0]).total_seconds() if first else 0.0
+    by_idle = idle_span.seconds if idle_span else 0.0
+    if not first and idle_span is None:
+        return None
+    if first and by_date >= by_idle:
+        basis = (f"≥: header part {first[1]} finished {first[0].isoformat()} "
+                 f"(earliest date_done of {len(dates)} part(s) read); Celery keeps no creation "
+                 "time")
+        return Duration(max(0.0, by_date), basis, lower_bound=True)
+    return Duration(by_idle, "≥ idle: a part returned since the chord was applied; Celery keeps "
+                    "no creation time", lower_bound=True)
+
+
+def _no_time(raw: RawChord, expires: int) -> str:
+    if not expires:
+        return "unknown: chord keys never expire here (result_chord_expires/result_expires 0)"
+    ttl = max(raw.ttl_ms.get(".s", -2), raw.ttl_ms.get(".j", -2))
+    if ttl == -1:
+        return "unknown: the chord keys have no expiry"
+    if ttl > expires * 1000:
+        return (f"unknown: key TTL {ttl // 1000} s exceeds this app's chord_expires {expires} s "
+                "(workers configured differently?)")
+    return "unknown: neither .s nor .j exists"
+
+
+def _date(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+SOURCE = Source(NAME, uses_redis_backend, read)

@@ -1,0 +1,144 @@
+"""Celery's Redis chord keys, read in bulk: one SCAN, then one MULTI/EXEC per batch of chords.
+
+For a chord whose header group id is ``G``, celery/backends/redis.py keeps (after the
+result backend's ``global_keyprefix``)::
+
+    celery-taskset-meta-G.s   header size, SET by set_chord_size with EX chord_expires
+    celery-taskset-meta-G.j   finished parts: zset (or list) of encoded [1, tid, state, result]
+    celery-taskset-meta-G.t   extra parts added later (add_to_chord)
+    celery-taskset-meta-G.d   dedup set of "tid:index" (5.7)
+    celery-taskset-meta-G.c   callback dispatch claim token, or "done" once cleaned up
+
+Every part return re-EXPIREs .j .t .s .d to chord_expires in one Lua script, and a completed
+chord's .j .t .s .d are deleted together, so one atomic read per chord sees a consistent state.
+Nothing here is ever unpickled: parts not encoded as JSON are counted but not decoded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+SUFFIXES = (".s", ".j", ".t", ".d", ".c")
+SCAN_COUNT = 5000
+BATCH = 1000  # chords per MULTI/EXEC
+META_PER_CHORD = 8  # header results (for date_done) read per chord, at most
+
+
+@dataclass
+class RawPart:
+    """One entry of ``.j``: a finished header task, or an undecodable entry (``task_id`` None)."""
+
+    task_id: str | None
+    state: str | None
+    result: Any = None
+    index: int | None = None
+    meta: dict[str, Any] | None = None  # its celery-task-meta record when read
+
+
+@dataclass
+class RawChord:
+    """What the keys of one chord said, at one instant."""
+
+    group_id: str
+    ttl_ms: dict[str, int] = field(default_factory=dict)  # suffix -> PTTL (-1 none, -2 missing)
+    size: int | None = None
+    extra: int = 0
+    claim: str | None = None
+    parts: list[RawPart] = field(default_factory=list)
+    undecodable: int = 0
+
+    def exists(self, suffix: str) -> bool:
+        return self.ttl_ms.get(suffix, -2) != -2
+
+
+def _glob_escape(prefix: bytes) -> bytes:
+    out = bytearray()
+    for byte in prefix:
+        if byte in b"*?[]\\":
+            out += b"\\"
+        out.append(byte)
+    return bytes(out)
+
+
+def scan_group_ids(client: Any, group_prefix: bytes) -> set[str]:
+    """Group ids that have at least one chord key (``.s .j .t .d .c``) under ``group_prefix``."""
+    ids: set[str] = set()
+    start = len(group_prefix)
+    for key in client.scan_iter(match=_glob_escape(group_prefix) + b"*", count=SCAN_COUNT):
+        tail = key[start:].decode(errors="replace")
+        if tail[-2:] in SUFFIXES:
+            ids.add(tail[:-2])
+    return ids
+
+
+def _decode_part(member: bytes, score: float | None) -> RawPart:
+    try:
+        _, task_id, state, result = json.loads(member)
+    except (ValueError, TypeError):  # not JSON (pickle, msgpack...) or not the expected shape
+        return RawPart(None, None)
+    index = int(score) if score is not None and score not in (float("inf"), float("-inf")) \
+        else None
+    return RawPart(str(task_id), state, result, index)
+
+
+def _int(value: bytes | None) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def read_chords(client: Any, group_key: Any, ordered: bool, group_ids: list[str],
+                ) -> list[RawChord]:
+    """The keys of ``group_ids`` (``group_key(gid, suffix) -> key``), atomically per batch."""
+    out: list[RawChord] = []
+    it = iter(group_ids)
+    while batch := list(islice(it, BATCH)):
+        pipe = client.pipeline(transaction=True)
+        for gid in batch:
+            for suffix in SUFFIXES:
+                pipe.pttl(group_key(gid, suffix))
+            pipe.get(group_key(gid, ".s"))
+            pipe.get(group_key(gid, ".t"))
+            pipe.get(group_key(gid, ".c"))
+            jkey = group_key(gid, ".j")
+            if ordered:
+                pipe.zrange(jkey, 0, -1, withscores=True)
+            else:
+                pipe.lrange(jkey, 0, -1)
+        replies = pipe.execute(raise_on_error=False)
+        width = len(SUFFIXES) + 4
+        for n, gid in enumerate(batch):
+            row = replies[n * width:(n + 1) * width]
+            raw = RawChord(gid, dict(zip(SUFFIXES, (r if isinstance(r, int) else -2
+                                                    for r in row[:5]), strict=True)))
+            raw.size, raw.extra = _int(row[5]), _int(row[6]) or 0
+            raw.claim = row[7].decode(errors="replace") if isinstance(row[7], bytes) else None
+            members = row[8] if isinstance(row[8], list) else []
+            for member in members:
+                part = _decode_part(*member) if ordered else _decode_part(member, None)
+                raw.parts.append(part)
+                raw.undecodable += part.task_id is None
+            out.append(raw)
+    return out
+
+
+def read_metas(client: Any, task_key: Any, chords: list[RawChord]) -> None:
+    """Attach the JSON result record (date_done, traceback) of a few parts of each chord."""
+    wanted = [part for raw in chords
+              for part in [p for p in raw.parts if p.task_id][:META_PER_CHORD]]
+    it = iter(wanted)
+    while batch := list(islice(it, BATCH * META_PER_CHORD)):
+        values = client.mget([task_key(part.task_id) for part in batch])
+        for part, value in zip(batch, values, strict=True):
+            if value is None:
+                continue
+            try:
+                meta = json.loads(value)
+            except ValueError:  # not JSON: never unpickled
+                continue
+            if isinstance(meta, dict):
+                part.meta = meta

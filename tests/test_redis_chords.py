@@ -1,0 +1,194 @@
+"""Redis-native chords, seen by the monitor: real workers, Redis result backend, Redis and
+RabbitMQ brokers. Each pathology is made for real and read back through the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+from celery import chord
+
+from chordguard.collect import collect
+from tests.chordapp import make_app
+from tests.cluster import AMQP_URL, REDIS_URL, Cluster, chordguard_cli, wait_for
+
+BROKERS = [pytest.param(REDIS_URL, id="redis-broker"), pytest.param(AMQP_URL, id="amqp-broker")]
+
+
+@pytest.fixture
+def cluster_for(make_cluster):
+    """``cluster_for(broker, conf)``: a Redis-backend cluster with one worker; at teardown its
+    workers are SIGKILLed (no waiting on sleeping headers) and its own keys/queue removed."""
+    made: list[Cluster] = []
+
+    def factory(broker: str, conf: dict | None = None) -> Cluster:
+        cluster = make_cluster(broker, REDIS_URL, conf)
+        made.append(cluster)
+        cluster.start_worker()
+        return cluster
+
+    yield factory
+    client = redis.Redis.from_url(REDIS_URL)
+    for cluster in made:
+        for worker in cluster.workers:
+            worker.kill()
+        for key in client.scan_iter(match=f"{cluster.namespace}:*", count=1000):
+            client.delete(key)
+        if cluster.broker.startswith("amqp"):
+            with cluster.app.connection_for_write() as conn:
+                conn.default_channel.queue_delete(cluster.queue)
+
+
+def cli_json(cluster: Cluster, *args: str) -> tuple[int, dict]:
+    proc = chordguard_cli(cluster, "--json", *args)
+    assert proc.stdout, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def seen(cluster: Cluster, group_id: str, command: str = "status") -> dict | None:
+    _, doc = cli_json(cluster, command)
+    return next((c for c in doc["chords"] if c["id"] == group_id), None)
+
+
+def wait_seen(cluster: Cluster, group_id: str, predicate, timeout: float = 30.0,
+              what: str = "chord state") -> dict:
+    def probe():
+        found = seen(cluster, group_id)
+        return found if found is not None and predicate(found) else None
+
+    return wait_for(probe, timeout=timeout, interval=0.5, what=what)
+
+
+def apply_chord(cluster: Cluster, header: list[tuple], body: str = "t.tsum"):
+    app = cluster.app
+    result = chord([app.signature(name, args) for name, *args in header])(app.signature(body))
+    return result.parent.id, result
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_healthy_in_flight_chord(cluster_for, broker):
+    cluster = cluster_for(broker)
+    gid, result = apply_chord(cluster, [("t.sleep", 0.1), ("t.sleep", 0.1), ("t.sleep", 30)])
+    found = wait_seen(cluster, gid, lambda c: c["done"] == 2, what="two parts done")
+    assert found["kind"] == "redis"
+    assert (found["total"], found["done"], found["failed"]) == (3, 2, 0)
+    assert found["diagnoses"] == []
+    assert sorted(p["state"] for p in found["header"]) == ["SUCCESS", "SUCCESS"]
+    assert found["idle"]["seconds"] < 60 and not found["idle"]["lower_bound"]
+    assert found["age"]["lower_bound"] and "Celery keeps no creation time" in found["age"]["basis"]
+    prefix = f"{cluster.namespace}:celery-taskset-meta-{gid}"
+    keys = found["redis_keys"]
+    assert {prefix + s for s in (".s", ".j", ".d")} <= set(keys)
+    assert all(key.startswith(prefix) for key in keys)
+    assert all(0 < ttl <= 86400 for ttl in keys.values())
+
+    code, doc = cli_json(cluster, "check", "--max-hours", "1")
+    assert code == 0 and doc["chords"] == []
+    time.sleep(1.0)  # idle > 0 for sure
+    code, doc = cli_json(cluster, "check", "--max-hours", "0")
+    assert code == 1
+    stuck = next(c for c in doc["chords"] if c["id"] == gid)
+    assert [d["code"] for d in stuck["diagnoses"]] == ["stuck"]
+
+    other = make_app("tother" + cluster.namespace, broker, REDIS_URL)  # another key prefix
+    assert collect(other).find(gid) is None
+    assert result.state == "PENDING"
+
+
+def test_no_false_alarm_on_a_busy_cluster(cluster_for):
+    cluster = cluster_for(REDIS_URL)
+    results = [apply_chord(cluster, [("t.sleep", 0.2 + 0.1 * (i % 3))] * 3)[1]
+               for i in range(15)]
+    ids = {r.parent.id for r in results}
+    looks = 0
+    while not all(r.ready() for r in results):
+        _, doc = cli_json(cluster, "status")
+        ours = [c for c in doc["chords"] if c["id"] in ids]
+        assert all(c["diagnoses"] == [] and c["kind"] == "redis" for c in ours), ours
+        looks += bool(ours)
+    assert looks >= 1
+    assert [r.get(timeout=10) for r in results] == \
+        pytest.approx([3 * (0.2 + 0.1 * (i % 3)) for i in range(15)])
+    _, doc = cli_json(cluster, "status")
+    assert not ids & {c["id"] for c in doc["chords"]}, "finished chords are not in flight"
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_counter_lost(cluster_for, broker):
+    cluster = cluster_for(broker)
+    gid, result = apply_chord(cluster, [("t.sleep", 0.1), ("t.sleep", 30)])
+    wait_seen(cluster, gid, lambda c: c["done"] == 1, what="first part done")
+    skey = f"{cluster.namespace}:celery-taskset-meta-{gid}.s"
+    assert redis.Redis.from_url(REDIS_URL).delete(skey) == 1
+
+    code, doc = cli_json(cluster, "check", "--max-hours", "1")
+    assert code == 1
+    lost = next(c for c in doc["chords"] if c["id"] == gid)
+    assert "counter_lost" in [d["code"] for d in lost["diagnoses"]]
+    assert lost["total"] is None and lost["done"] == 1
+    found = seen(cluster, gid, "status")
+    assert "counter_lost" in [d["code"] for d in found["diagnoses"]]
+    code, doc = cli_json(cluster, "inspect", gid)
+    assert code == 1
+    inspected = doc["chords"][0]
+    assert inspected["redis_keys"][skey] is None
+    assert inspected["redis_keys"][skey[:-2] + ".j"] > 0
+    assert ".j TTL" in inspected["idle"]["basis"]
+    text = chordguard_cli(cluster, "inspect", gid).stdout
+    assert "counter_lost" in text and "missing" in text
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_counter_expiring_then_lost(cluster_for, broker):
+    """A tiny result_chord_expires and a long header: warned before .s expires; once it has,
+    the late part recreates .j without .s, and the chord can never finish."""
+    cluster = cluster_for(broker, {"result_chord_expires": 14})
+    gid, result = apply_chord(cluster, [("t.sleep", 0.1), ("t.sleep", 20)])
+    early = wait_seen(cluster, gid, lambda c: c["done"] == 1, what="first part done")
+    assert early["diagnoses"] == []
+    warned = wait_seen(cluster, gid, lambda c: c["diagnoses"], timeout=20, what="a diagnosis")
+    assert [d["code"] for d in warned["diagnoses"]] == ["counter_expiring"]
+    assert warned["diagnoses"][0]["severity"] == "warning"
+    assert chordguard_cli(cluster, "check", "--max-hours", "1").returncode == 0  # a warning only
+    lost = wait_seen(cluster, gid, lambda c: c["total"] is None, timeout=40,
+                     what="the late part recreating .j")
+    assert [d["code"] for d in lost["diagnoses"]] == ["counter_lost"]
+    assert lost["total"] is None  # every earlier key expired with .s: only the late part is left
+    assert [(p["state"], p["result"]) for p in lost["header"]] == [("SUCCESS", 20)]
+    time.sleep(1.0)
+    assert result.state == "PENDING"
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_header_failed(cluster_for, broker):
+    cluster = cluster_for(broker)
+    gid, result = apply_chord(cluster, [("t.fail", "kaput"), ("t.sleep", 5)])
+    found = wait_seen(cluster, gid, lambda c: c["done"] == 1, what="failed part recorded")
+    assert found["failed"] == 1 and [d["code"] for d in found["diagnoses"]] == ["header_failed"]
+    part = found["header"][0]
+    assert part["state"] == "FAILURE" and "kaput" in (part["traceback"] or "")
+    code, doc = cli_json(cluster, "check", "--max-hours", "1")
+    assert code == 1 and gid in {c["id"] for c in doc["chords"]}
+    wait_for(lambda: result.state == "FAILURE", what="callback failed with ChordError")
+    assert "kaput" in str(result.result)
+    assert seen(cluster, gid) is None, "Celery failed the chord: no longer in flight"
+
+
+def test_orphaned_body(cluster_for):
+    """The worker that claimed the callback dispatch dies before publishing it."""
+    cluster = cluster_for(REDIS_URL, {"cg_stall_publish_of": "t.tsum",
+                                      "broker_connection_timeout": 1,
+                                      "task_publish_retry": False})
+    gid, result = apply_chord(cluster, [("t.add", 1, 1), ("t.add", 2, 2)])
+    ckey = f"{cluster.namespace}:celery-taskset-meta-{gid}.c"
+    claimed = wait_seen(cluster, gid, lambda c: c["done"] == 2 and ckey in c["redis_keys"],
+                        what="dispatch claimed")
+    assert claimed["diagnoses"] == []
+    cluster.workers[0].kill()
+    orphan = wait_seen(cluster, gid, lambda c: c["diagnoses"], timeout=45, what="orphaned_body")
+    assert [d["code"] for d in orphan["diagnoses"]] == ["orphaned_body"]
+    assert ckey not in orphan["redis_keys"] and orphan["total"] == orphan["done"] == 2
+    assert chordguard_cli(cluster, "check").returncode == 1
+    assert result.state == "PENDING"
