@@ -111,8 +111,9 @@ def create_app(app: Celery, token: str | None = None, stuck_after_hours: float =
 
     async def chord(request: Request) -> Response:
         figures = await board.cache.get()
-        found = figures.snapshot.find(request.path_params["chord_id"])
-        history = await asyncio.to_thread(board.store.journal, request.path_params["chord_id"])
+        wanted = request.path_params["chord_id"]
+        found = figures.snapshot.find(wanted)
+        history = await asyncio.to_thread(board.store.journal, found.id if found else wanted)
         if found is None and not history:
             return _error(404, "no in-flight chord and no journal record with that group or "
                                "callback id")

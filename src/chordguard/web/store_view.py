@@ -1,21 +1,28 @@
 """What the dashboard reads from the guard's store: journal history, dead letters, breakers.
 
-Without a configured store (``app.conf.chordguard_store`` or ``CHORDGUARD_STORE``) every
-read answers "nothing known" and the dead-letter page says the queue does not exist.
+The store is the one the app's guard uses (``app.conf.chordguard_store``) or
+``CHORDGUARD_STORE``; with neither, every read answers "nothing known" and the dead-letter
+page says there is no queue.
 """
 
 from __future__ import annotations
 
+import os
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
 
 from ..errors import ChordguardError
 from ..metrics import StoreFigures
+from ..store.base import Store, open_store
+from ..store.records import DLQ_DEAD, DLQ_DROPPED, ChordRecord, jsonable
+
+DLQ_COUNT_LIMIT = 100_000
 
 
 class UnknownDeadLetterError(ChordguardError):
-    """No dead letter has that id."""
+    """No dead letter has that id (or the letter was already replayed or dropped)."""
 
 
 class StoreView:
@@ -42,6 +49,74 @@ class StoreView:
         raise UnknownDeadLetterError(f"unknown dead letter {letter_id!r}")
 
 
+class JournalView(StoreView):
+    """The guard's store: its journal, dead letters and circuit breakers."""
+
+    has_dead_letters = True
+
+    def __init__(self, app: Celery, store: Store) -> None:
+        self.app, self.store = app, store
+        self._figures = StoreFigures()
+
+    def refresh(self) -> None:
+        dead = len(self.store.dead_letters(state=DLQ_DEAD, limit=DLQ_COUNT_LIMIT))
+        self._figures = StoreFigures(dead_letters=dead,
+                                     breakers={b.name: b.state for b in self.store.breakers()})
+
+    def figures(self) -> StoreFigures:
+        return self._figures
+
+    def journal(self, chord_id: str) -> list[dict[str, Any]]:
+        record = self.store.chord(chord_id)
+        return [] if record is None else history(record, self.store.parts(chord_id))
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return [{"id": letter.id, "state": letter.state, "chord_id": letter.chord_id,
+                 "callback": letter.callback_name, "reason": letter.reason,
+                 "error": letter.error, "created": _when(letter.created_at),
+                 "note": letter.note, "inputs": jsonable(letter.inputs)}
+                for letter in self.store.dead_letters()]
+
+    def replay(self, letter_id: str, reason: str) -> Any:
+        from ..guard.dlq import replay
+
+        return replay(self.app, self.store, letter_id)
+
+    def drop(self, letter_id: str, reason: str) -> Any:
+        letter = self.store.dead_letter(letter_id)
+        if letter is None or not self.store.settle_dead_letter(letter.id, DLQ_DROPPED, reason):
+            raise UnknownDeadLetterError(f"no dead letter {letter_id!r} waiting in the queue")
+        return {"id": letter.id, "state": DLQ_DROPPED, "note": reason}
+
+
+def history(record: ChordRecord, parts: dict[str, str]) -> list[dict[str, Any]]:
+    """The journal's account of one chord, as dated lines (undated facts last)."""
+    lines = [{"at": _when(record.created_at), "event": "published",
+              "detail": f"callback {record.callback_name or '?'} ({record.callback_id or '?'}), "
+                        f"{len(record.header_ids)} header task(s), kind {record.kind}"
+                        + (f", deadline {_when(record.deadline_at)}" if record.deadline_at
+                           else "")}]
+    if record.last_progress_at:
+        lines.append({"at": _when(record.last_progress_at), "event": "last progress",
+                      "detail": f"{record.done} part(s) done, {record.failed} failed"})
+    if record.ended_at:
+        lines.append({"at": _when(record.ended_at), "event": record.state,
+                      "detail": record.reason or ""})
+    if record.polls or record.duplicates:
+        lines.append({"at": None, "event": "unlock polls",
+                      "detail": f"{record.polls} poll(s), {record.duplicates} duplicate "
+                                "chain(s) stopped"})
+    lines += [{"at": None, "event": f"part {task_id}", "detail": state}
+              for task_id, state in parts.items()]
+    return lines
+
+
+def _when(stamp: float | None) -> str | None:
+    return None if stamp is None else datetime.fromtimestamp(stamp, UTC).isoformat()
+
+
 def store_view(app: Celery) -> StoreView:
-    """The view of the store ``app`` is configured with (a null view when there is none)."""
-    return StoreView()
+    """The view of the store ``app``'s guard is configured with (a null view without one)."""
+    url = app.conf.get("chordguard_store") or app.conf.get("CHORDGUARD_STORE") \
+        or os.environ.get("CHORDGUARD_STORE")
+    return JournalView(app, open_store(str(url))) if url else StoreView()
