@@ -39,6 +39,10 @@ def make_app(namespace: str, broker: str, backend: str | None, conf: dict | None
     register_tasks(app)
     if settings.get("cg_stall_publish_of"):
         stall_publish(settings["cg_stall_publish_of"])
+    if settings.get("cg_durable"):
+        from chordguard.durable import enable
+
+        enable()
     return app
 
 
@@ -88,6 +92,37 @@ def register_tasks(app: Celery) -> None:
     def sum_files(results):
         """The post-mortem's callback: crashes with TypeError on a None result."""
         return sum(r["successful_files"] for r in results)
+
+    @app.task(shared=False, name="t.record")
+    def record(results, key):
+        """A callback that leaves one Redis list entry per run: counts runs without a backend."""
+        values = list(results)
+        trace_redis().rpush(key, json.dumps(values))
+        return len(values)
+
+    @app.task(shared=False, name="t.stamp")
+    def stamp(value=None):
+        """A header that returns the wall time it finished at."""
+        return time.time()
+
+    @app.task(shared=False, name="t.fanin")
+    def fanin(stamps, key):
+        """A callback that records how long after the last header finished it started."""
+        started = time.time()
+        trace_redis().rpush(key, json.dumps({"latency": started - max(stamps),
+                                             "n": len(stamps), "at": started}))
+
+    @app.task(shared=False, name="t.sleep_until")
+    def sleep_until(at, value=None):
+        """Finish at wall time ``at``: lets two workers finish a chord's last parts together."""
+        time.sleep(max(0.0, at - time.time()))
+        return value
+
+
+def trace_redis():
+    import redis
+
+    return redis.Redis.from_url(os.environ.get("CG_TEST_REDIS", "redis://127.0.0.1:6379/0"))
 
 
 def app_from_env() -> Celery:

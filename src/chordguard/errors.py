@@ -20,3 +20,11 @@ class UnreachableError(ChordguardError):
 
 class ConfigurationError(ChordguardError):
     """The app or the options given cannot work."""
+
+
+class DurableChordFailed(ChordguardError):
+    """A durable chord ended failed (a header failed, its deadline passed, it was revoked)."""
+
+    def __init__(self, chord_id: str, reason: str) -> None:
+        super().__init__(f"durable chord {chord_id} failed: {reason}")
+        self.chord_id, self.reason = chord_id, reason

@@ -1,0 +1,31 @@
+"""Ending a durable chord by hand (``chordguard revoke`` calls ``fail_durable_chord``)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from celery import Celery
+
+from .barrier import Barrier
+from .dispatch import fail_chord
+from .store import barriers_for
+
+
+def fail_durable_chord(app: Celery, chord_id: str, reason: str = "failed by request",
+                       store: str | None = None, revoke_headers: bool = True,
+                       ) -> Barrier | None:
+    """Fail an in-flight durable chord: the barrier records ``reason``, the callback is
+    marked FAILURE with a ChordError and its errbacks run; header tasks not finished yet
+    are revoked. Returns the failed barrier, or None when it had already ended or is unknown.
+    """
+    barriers = barriers_for(app, store)
+    barrier = barriers.fail(chord_id, reason, time.time(), uuid.uuid4().hex)
+    if barrier is None:
+        return None
+    if revoke_headers:
+        ids = barriers.get(chord_id, with_header_ids=True)
+        if ids is not None and ids.header_ids:
+            app.control.revoke(ids.header_ids)
+    fail_chord(app, barrier, reason)
+    return barrier

@@ -1,0 +1,50 @@
+"""What the holder of a claim does: publish the callback, or fail the chord.
+
+Both run wherever a claim is won: in the worker whose header completion claimed it, in the
+reaper, or in ``fail_durable_chord``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Celery
+from celery.exceptions import ChordError
+
+from .barrier import Barrier, BarrierStore, callback_arg
+from .lazy import reference
+
+logger = logging.getLogger("chordguard.durable")
+
+HEADER_KEY = "chordguard_durable"  # message header of a header task: which part it is
+CALLBACK_KEY = "chordguard_durable_callback"  # message header of the callback
+
+
+def dispatch(app: Celery, store: BarrierStore, barrier: Barrier,
+             envelopes: list[str | None] | None) -> None:
+    """Publish the callback (results in header order, or by reference) and mark it sent."""
+    assert barrier.claim_token is not None
+    if barrier.by_reference or envelopes is None:
+        results: Any = reference(barrier.id)
+    else:
+        results = [callback_arg(e, barrier.policy) for e in envelopes]
+    callback = app.signature(barrier.callback)
+    headers = dict(callback.options.get("headers") or {})
+    headers[CALLBACK_KEY] = {"b": barrier.id, "s": barrier.store, "n": barrier.total,
+                             "p": barrier.policy.value}
+    callback.apply_async((results,), task_id=barrier.callback_id, headers=headers)
+    # False when the callback already finished (or the claim moved on): nothing to do
+    store.mark_dispatched(barrier.id, barrier.claim_token, time.time())
+
+
+def fail_chord(app: Celery, barrier: Barrier, reason: str) -> None:
+    """The chord failed: fail its callback with a ChordError so its errbacks run."""
+    logger.error("durable chord %s failed: %s", barrier.id, reason)
+    callback = app.signature(barrier.callback)
+    exc = ChordError(f"durable chord {barrier.id} failed: {reason}")
+    try:
+        app.backend.chord_error_from_stack(callback, exc)
+    except Exception:  # an errback or the result backend failed: the barrier says why anyway
+        logger.exception("durable chord %s: running the callback's errbacks failed", barrier.id)

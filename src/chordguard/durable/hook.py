@@ -1,0 +1,129 @@
+"""The worker side: signal handlers that record header completions and callback outcomes.
+
+A header task's message carries ``chordguard_durable`` = ``{"b": barrier id, "i": index,
+"a": app name, "s": explicit store URL or None}``. ``task_postrun`` fires in the worker after
+the task body and before an ``acks_late`` message is acknowledged, so a worker that dies
+anywhere before the ack gets its message redelivered, re-run and recorded — the store
+ignores the second record of the same index. No result backend is involved.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from celery import Celery, signals
+from celery.states import FAILURE, SUCCESS
+from kombu.utils.json import dumps
+
+from ..errors import UnreachableError
+from ..store.connections import store_url
+from .barrier import MAX_OUTCOME_BYTES, BarrierState, Outcome, Policy, failed, succeeded
+from .dispatch import CALLBACK_KEY, HEADER_KEY, dispatch, fail_chord
+from .lazy import LazyResults, referenced_id
+from .store import open_barriers
+
+logger = logging.getLogger("chordguard.durable")
+RETRY_DELAYS = (0.0, 0.2, 1.0, 3.0)  # a store write that fails is retried this often
+_connected = False
+
+
+def enable() -> None:
+    """Connect the handlers (idempotent). Workers running durable chords' tasks need this:
+    ``chordguard.install(app)`` calls it; ``durable_chord`` does too."""
+    global _connected
+    if _connected:
+        return
+    signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid="chordguard.durable.pre")
+    signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid="chordguard.durable.post")
+    signals.task_revoked.connect(_on_revoked, weak=False,
+                                 dispatch_uid="chordguard.durable.revoked")
+    _connected = True
+
+
+def record_part(app: Celery, meta: dict[str, Any], task_id: str, envelope: str,
+                is_failure: bool, reason: str = "") -> Outcome:
+    """Record one finished header part; dispatch or fail the chord if this claims it."""
+    url = store_url(app, meta.get("s"))
+    store = open_barriers(url)
+    completion = _with_retries(lambda: store.complete(
+        meta["b"], int(meta["i"]), envelope, is_failure, time.time(), uuid.uuid4().hex,
+        app=meta.get("a") or app.main, reason=reason))
+    if completion.outcome is Outcome.DISPATCH and completion.barrier is not None:
+        dispatch(app, store, completion.barrier, completion.envelopes)
+    elif completion.outcome is Outcome.FAIL and completion.barrier is not None:
+        fail_chord(app, completion.barrier, completion.barrier.reason or reason)
+    elif completion.outcome is Outcome.MISSING:
+        logger.warning("durable chord %s: no barrier in %s for part %s", meta["b"],
+                       store.url, task_id)
+    return completion.outcome
+
+
+def _with_retries(call):
+    for delay in RETRY_DELAYS:
+        time.sleep(delay)
+        try:
+            return call()
+        except Exception as exc:  # connection errors of any store driver
+            error = exc
+            logger.warning("durable store write failed (%r); retrying", exc)
+    raise UnreachableError(f"durable store did not take the write: {error}")
+
+
+def _on_postrun(sender=None, task_id=None, task=None, retval=None, state=None, **_: Any) -> None:
+    request = task.request
+    meta = getattr(request, HEADER_KEY, None)
+    if meta and state in (SUCCESS, FAILURE):
+        if state == SUCCESS:
+            try:
+                envelope, is_failure, reason = succeeded(task_id, retval), False, ""
+            except (TypeError, ValueError) as exc:  # not JSON-serialisable
+                envelope, is_failure = failed(task_id, exc, "EncodeError"), True
+                reason = f"header part {meta['i']} ({task_id}) returned a value JSON cannot hold"
+        else:
+            envelope, is_failure = failed(task_id, retval), True
+            reason = f"header part {meta['i']} ({task_id}) failed: " \
+                     f"{type(retval).__name__}: {retval}"
+        record_part(task.app, meta, task_id, envelope, is_failure, reason)
+    callback = getattr(request, CALLBACK_KEY, None)
+    if callback and state in (SUCCESS, FAILURE):
+        _finish_callback(task.app, callback, state, retval)
+
+
+def _finish_callback(app: Celery, meta: dict[str, Any], state: str, retval: Any) -> None:
+    store = open_barriers(store_url(app, meta.get("s")))
+    now = time.time()
+    if state == SUCCESS:
+        try:
+            outcome = dumps(retval)
+        except (TypeError, ValueError):
+            outcome = None
+        if outcome is not None and len(outcome) > MAX_OUTCOME_BYTES:
+            outcome = None
+        _with_retries(lambda: store.finish(meta["b"], BarrierState.SUCCEEDED, now,
+                                           outcome=outcome))
+        return
+    reason = f"callback raised {type(retval).__name__}: {retval}"
+    _with_retries(lambda: store.finish(meta["b"], BarrierState.FAILED, now, reason=reason))
+
+
+def _on_prerun(sender=None, task=None, args=None, **_: Any) -> None:
+    meta = getattr(task.request, CALLBACK_KEY, None)
+    if not meta or not isinstance(args, list) or not args:
+        return
+    barrier_id = referenced_id(args[0])
+    if barrier_id is not None:
+        store = open_barriers(store_url(task.app, meta.get("s")))
+        args[0] = LazyResults(store, barrier_id, int(meta["n"]), Policy(meta["p"]))
+
+
+def _on_revoked(sender=None, request=None, terminated=None, expired=None, **_: Any) -> None:
+    meta = getattr(request, HEADER_KEY, None) if request is not None else None
+    if not meta or sender is None:
+        return
+    why = "expired" if expired else "terminated" if terminated else "revoked"
+    task_id = request.id
+    record_part(sender.app, meta, task_id, failed(task_id, f"task {why}", "TaskRevokedError"),
+                True, f"header part {meta['i']} ({task_id}) was {why}")

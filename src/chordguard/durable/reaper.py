@@ -1,0 +1,106 @@
+"""The reaper: ends barriers past their deadline or stalled, and re-dispatches dead claims.
+
+One reaper is active per app at a time: ``reap`` runs only while it holds the lease
+``reaper:<app>`` in the store. ``chordguard reap`` loops with its own holder; the beat task
+(``register_beat_task``) uses the holder ``beat``, so it stands aside while a loop runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from celery import Celery
+
+from .barrier import CLAIM_GRACE, BarrierState, BarrierStore
+from .dispatch import dispatch, fail_chord
+from .store import barriers_for
+
+BEAT_TASK = "chordguard.durable.reap"
+BEAT_HOLDER = "beat"
+
+
+@dataclass
+class ReapReport:
+    """What one pass did; ``locked`` is False when another reaper held the lease."""
+
+    locked: bool = True
+    failed: dict[str, str] = field(default_factory=dict)  # chord id -> reason
+    redispatched: list[str] = field(default_factory=list)
+
+
+def reap(app: Celery, store: str | None = None, holder: str | None = None,
+         lease: float = 30.0, claim_grace: float = CLAIM_GRACE,
+         now: float | None = None) -> ReapReport:
+    """One pass over the app's barriers that are due; see the module docstring."""
+    barriers = barriers_for(app, store)
+    now = time.time() if now is None else now
+    if not barriers.lock(f"reaper:{app.main}", holder or _holder(), lease, now):
+        return ReapReport(locked=False)
+    report = ReapReport()
+    for barrier in barriers.due(app.main or "", now):
+        reason = _overdue(barrier.state, barrier.deadline_at, barrier.updated_at,
+                          barrier.stall_seconds, now)
+        if reason:
+            failed = barriers.fail(barrier.id, reason, now, uuid.uuid4().hex)
+            if failed is not None:
+                fail_chord(app, failed, reason)
+                report.failed[barrier.id] = reason
+        elif barrier.state is BarrierState.DISPATCHING \
+                and _redispatch(app, barriers, barrier.id, now, claim_grace):
+            report.redispatched.append(barrier.id)
+    return report
+
+
+def _overdue(state: BarrierState, deadline_at: float, updated_at: float, stall: float,
+             now: float) -> str | None:
+    if now >= deadline_at:
+        return f"deadline passed while {state.value} " \
+               f"({now - deadline_at:.0f} s ago)"
+    if state is BarrierState.WAITING and now - updated_at >= stall:
+        return f"stalled: no header part finished for {now - updated_at:.0f} s " \
+               f"(stall timeout {stall:g} s)"
+    return None
+
+
+def _redispatch(app: Celery, barriers: BarrierStore, chord_id: str, now: float,
+                grace: float) -> bool:
+    claimed = barriers.reclaim(chord_id, now, uuid.uuid4().hex, grace)
+    if claimed is None:
+        return False
+    envelopes = None if claimed.by_reference else barriers.envelopes(chord_id, 0, claimed.total)
+    dispatch(app, barriers, claimed, envelopes)
+    return True
+
+
+def reap_forever(app: Celery, interval: float = 5.0, store: str | None = None,
+                 stop: threading.Event | None = None, on_pass=None) -> None:
+    """``reap`` every ``interval`` seconds until ``stop`` is set, holding the lease."""
+    stop = stop or threading.Event()
+    holder = _holder()
+    while not stop.is_set():
+        report = reap(app, store, holder=holder, lease=max(3 * interval, 10.0))
+        if on_pass is not None:
+            on_pass(report)
+        stop.wait(interval)
+
+
+def register_beat_task(app: Celery, interval: float = 10.0) -> None:
+    """Register the reaper task and schedule it with celery beat every ``interval`` s."""
+    if BEAT_TASK not in app.tasks:
+        @app.task(name=BEAT_TASK, ignore_result=True, shared=False)
+        def reap_task() -> dict:
+            report = reap(app, holder=BEAT_HOLDER, lease=max(2 * interval, 10.0))
+            return {"locked": report.locked, "failed": report.failed,
+                    "redispatched": report.redispatched}
+    schedule = dict(app.conf.beat_schedule or {})
+    schedule[BEAT_TASK] = {"task": BEAT_TASK, "schedule": interval}
+    app.conf.beat_schedule = schedule
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
