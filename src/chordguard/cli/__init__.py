@@ -119,6 +119,7 @@ def _build_groups() -> tuple[click.Group, click.Group]:
         actions,
         demo,
         doctor,
+        fix,
         monitor,
         serve,
         watch,

@@ -1,0 +1,117 @@
+"""``chordguard fix`` through a real terminal (pexpect) against a real cluster whose Redis
+chords lost their counters: it asks, fails what it is told to, leaves the rest, fails very
+stuck chords without asking, changes nothing on --dry-run and exits 130 on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pexpect
+import pytest
+import redis
+from celery import chord
+
+from tests.cluster import REDIS_URL, ROOT, chordguard_cli, wait_for
+
+
+@pytest.fixture
+def cluster(make_cluster):
+    """A Redis-backend cluster; at teardown its workers are SIGKILLed and its keys removed."""
+    made = make_cluster(REDIS_URL, REDIS_URL)
+    made.start_worker()
+    yield made
+    for worker in made.workers:
+        worker.kill()
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{made.namespace}:*", count=1000):
+        client.delete(key)
+
+
+def lost_counter_chord(cluster) -> str:
+    """A chord whose first part finished and whose .s counter was then deleted: stuck."""
+    app = cluster.app
+    result = chord([app.signature("t.sleep", (0.1,)), app.signature("t.sleep", (120,))])(
+        app.signature("t.tsum"))
+    gid = result.parent.id
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"{cluster.namespace}:celery-taskset-meta-{gid}"
+    wait_for(lambda: client.exists(prefix + ".j"), what="first part done")
+    assert client.delete(prefix + ".s") == 1
+    return gid
+
+
+def spawn_fix(cluster, *args: str) -> pexpect.spawn:
+    return pexpect.spawn(sys.executable, ["-m", "chordguard", "-A", "tests.chordapp", "fix",
+                                          *args], env=cluster.env(), cwd=str(ROOT),
+                         encoding="utf-8", timeout=60, dimensions=(60, 220))
+
+
+def stuck_ids(cluster) -> set[str]:
+    run = chordguard_cli(cluster, "check", "--json")
+    return {c["id"] for c in json.loads(run.stdout)["chords"]}
+
+
+def test_fix_asks_fails_what_it_is_told_and_recommends(cluster):
+    first, second = lost_counter_chord(cluster), lost_counter_chord(cluster)
+    assert {first, second} <= stuck_ids(cluster)
+
+    child = spawn_fix(cluster)
+    child.expect("In-flight chords")
+    child.expect(r"Fail chord (\S+)\?")
+    answered_yes = child.match.group(1)
+    child.sendline("y")
+    child.expect(f"failed.*{answered_yes}")
+    child.expect(r"Fail chord (\S+)\?")
+    answered_no = child.match.group(1)
+    child.sendline("n")
+    child.expect("Recommendations")
+    child.expect("counter_lost: ")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1  # one stuck chord left
+    assert {answered_yes, answered_no} == {first, second}
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"{cluster.namespace}:celery-taskset-meta-"
+    assert client.get(prefix + answered_yes + ".c") == b"done"  # disarmed for good
+    assert client.exists(prefix + answered_no + ".j")  # untouched
+    left = stuck_ids(cluster)
+    assert answered_no in left and answered_yes not in left
+
+    dry = spawn_fix(cluster, "--dry-run", "--yes")
+    dry.expect(f"would fail.*{answered_no}")
+    dry.expect(pexpect.EOF)
+    dry.close()
+    assert dry.exitstatus == 1 and "Fail chord" not in dry.before
+    assert answered_no in stuck_ids(cluster)
+
+    interrupted = spawn_fix(cluster)
+    interrupted.expect(r"Fail chord (\S+)\?")
+    interrupted.sendintr()
+    interrupted.expect(pexpect.EOF)
+    interrupted.close()
+    assert interrupted.exitstatus == 130
+    assert answered_no in stuck_ids(cluster)
+
+    auto = spawn_fix(cluster, "--stuck-after", "0s", "--auto-fail-after", "0s")
+    auto.expect(f"auto.*{answered_no}")
+    auto.expect(f"failed.*{answered_no}")
+    auto.expect(pexpect.EOF)
+    auto.close()
+    assert "Fail chord" not in auto.before
+    assert client.get(prefix + answered_no + ".c") == b"done"
+    assert answered_no not in stuck_ids(cluster)
+
+
+def test_without_a_terminal_fix_only_lists_and_json_reports(cluster):
+    gid = lost_counter_chord(cluster)
+    run = chordguard_cli(cluster, "fix")  # stdin is not a terminal: nothing is asked
+    assert run.returncode == 1
+    assert "left as it is" in run.stdout and "Fail chord" not in run.stdout
+    assert gid in stuck_ids(cluster)
+    run = chordguard_cli(cluster, "fix", "--yes", "--json")
+    doc = json.loads(run.stdout)
+    assert run.returncode == 0, doc
+    assert [p["chord_id"] for p in doc["failed"]] == [gid] and doc["left"] == []
+    assert any(r.startswith("counter_lost") for r in doc["recommendations"])
+    assert gid not in stuck_ids(cluster)
