@@ -12,6 +12,7 @@ import json
 import os
 import time
 
+import pydantic
 from celery import Celery
 
 
@@ -37,12 +38,23 @@ def make_app(namespace: str, broker: str, backend: str | None, conf: dict | None
     settings.update(conf or {})
     app.conf.update(settings)
     register_tasks(app)
+    register_guarded_tasks(app)
+    if settings.get("guard") is not None:
+        import chordguard
+
+        chordguard.install(app, **settings["guard"])
+    if settings.get("cg_pause_after_retry_of"):
+        pause_after_retry(namespace, settings["cg_pause_after_retry_of"])
     if settings.get("cg_stall_publish_of"):
         stall_publish(settings["cg_stall_publish_of"])
     if settings.get("cg_durable"):
         from chordguard.durable import enable
 
         enable()
+    if settings.get("cg_periodic"):
+        from chordguard.periodic import setup_periodic_monitoring
+
+        setup_periodic_monitoring(app, **settings["cg_periodic"])
     return app
 
 
@@ -117,6 +129,50 @@ def register_tasks(app: Celery) -> None:
         """Finish at wall time ``at``: lets two workers finish a chord's last parts together."""
         time.sleep(max(0.0, at - time.time()))
         return value
+
+
+class FileCount(pydantic.BaseModel):
+    """What a post-mortem header task returns."""
+
+    successful_files: int
+
+
+def register_guarded_tasks(app: Celery) -> None:
+    """Tasks written with chordguard's task patterns."""
+    import chordguard
+
+    @chordguard.chord_callback(app=app, name="t.guarded_sum", schema=FileCount, shared=False)
+    def guarded_sum(successes, failures):
+        """The post-mortem's callback, guarded: crashes when any header failed."""
+        if failures:
+            raise ValueError(f"{len(failures)} header task(s) failed: {failures}")
+        return sum(r.successful_files for r in successes)
+
+    @chordguard.chord_callback(app=app, name="t.guarded_record", shared=False)
+    def guarded_record(successes, failures, key):
+        """Leaves one Redis list entry per body run: counts runs of a run-once callback."""
+        trace_redis().rpush(key, json.dumps([successes, failures]))
+        return len(successes)
+
+    @chordguard.header_task(app=app, name="t.files", shared=False)
+    def files(n: int, fail: bool = False) -> dict:
+        if fail:
+            raise OSError(f"could not read {n} files")
+        return {"successful_files": n}
+
+
+def pause_after_retry(namespace: str, task_name: str, seconds: float = 600.0) -> None:
+    """Hold the first worker that re-publishes ``task_name`` by a retry, after the publish and
+    before its message is acknowledged (once per namespace), so a test can SIGKILL it there:
+    under acks_late the old message comes back while the new one is queued."""
+    from celery.signals import after_task_publish
+
+    def pause(sender=None, headers=None, **_kwargs):
+        if sender == task_name and (headers or {}).get("retries") and \
+                trace_redis().set(f"cg:{namespace}:paused", 1, nx=True, ex=3600):
+            time.sleep(seconds)
+
+    after_task_publish.connect(pause, weak=False)
 
 
 def trace_redis():

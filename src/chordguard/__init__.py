@@ -5,6 +5,15 @@ The public, typed API. Everything not re-exported here is private.
 
 from .collect import collect
 from .errors import ChordguardError, ConfigurationError, UnknownChordError, UnreachableError
+from .guard import (
+    Guard,
+    chord_callback,
+    guard_of,
+    header_task,
+    install,
+    split_results,
+    with_deadline,
+)
 from .model import (
     Chord,
     ChordKind,
@@ -20,6 +29,7 @@ __all__ = [
     "Chord",
     "ChordKind",
     "ChordguardError",
+    "Guard",
     "ConfigurationError",
     "Diagnosis",
     "Duration",
@@ -29,7 +39,13 @@ __all__ = [
     "UnknownChordError",
     "UnreachableError",
     "check_stuck_chords",
+    "chord_callback",
     "collect",
     "get_active_chord_unlocks",
+    "guard_of",
+    "header_task",
     "health_check",
+    "install",
+    "split_results",
+    "with_deadline",
 ]

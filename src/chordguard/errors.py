@@ -28,3 +28,11 @@ class DurableChordFailed(ChordguardError):
     def __init__(self, chord_id: str, reason: str) -> None:
         super().__init__(f"durable chord {chord_id} failed: {reason}")
         self.chord_id, self.reason = chord_id, reason
+
+
+class CircuitOpenError(ChordguardError):
+    """A guarded callback was not run: its breaker is open or it already ran once."""
+
+
+class DeadLetterError(ChordguardError):
+    """A dead letter cannot be found, replayed or dropped as asked."""

@@ -1,0 +1,193 @@
+"""Task patterns: ``header_task`` (failure envelopes) and ``chord_callback`` (normalised,
+validated, run-once, dead-lettered on failure, behind a circuit breaker).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import traceback as tb
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery, shared_task
+from celery.exceptions import Ignore, Retry
+
+from ..errors import CircuitOpenError
+from ..store.records import SUCCEEDED
+from . import breaker, envelopes
+from .ending import RUN_CLAIM, dead_letter, ensure_record
+from .journal import HANDLED
+from .state import STAMP, guard_of
+
+logger = logging.getLogger(__name__)
+
+
+def _task_decorator(app: Celery | None, options: dict[str, Any]) -> Callable:
+    options.setdefault("bind", True)
+    return app.task(**options) if app is not None else shared_task(**options)
+
+
+def header_task(fn: Callable | None = None, *, app: Celery | None = None, envelope: bool = True,
+                autoretry_for: tuple[type[BaseException], ...] = (), **options: Any) -> Any:
+    """A chord header task that returns a failure envelope instead of breaking its chord.
+
+    An exception in ``autoretry_for`` is retried (``max_retries``, ``default_retry_delay``);
+    once retries are exhausted, or for any other exception, the task returns
+    ``{"status": "failed", "error", "type", "task_id"}``. A function whose return annotation
+    is not None/Optional never returns a bare ``None``: that becomes an envelope too.
+    ``envelope=False`` lets exceptions propagate as usual.
+    """
+
+    def decorate(func: Callable) -> Any:
+        declared = _declares_value(func)
+
+        @functools.wraps(func)
+        def run(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                value = func(*args, **kwargs)
+            except (Retry, Ignore):
+                raise
+            except Exception as exc:
+                if not envelope:
+                    raise
+                if isinstance(exc, autoretry_for) and self.max_retries is not None \
+                        and self.request.retries < self.max_retries:
+                    raise self.retry(exc=exc) from exc
+                logger.warning("chordguard: header task %s failed for good: %r",
+                               self.request.id, exc)
+                return envelopes.from_exception(exc, self.request.id)
+            if value is None and declared and envelope:
+                return envelopes.envelope("returned None where a value was declared",
+                                          "NoneResult", self.request.id)
+            return value
+
+        return _task_decorator(app, {"name": options.pop("name", None) or
+                                     f"{func.__module__}.{func.__name__}", **options})(run)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def _declares_value(func: Callable) -> bool:
+    annotation = inspect.signature(func).return_annotation
+    if annotation is inspect.Signature.empty:
+        return False
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return not (annotation is None or "None" in text or "Optional" in text)
+
+
+def split_results(results: Any, app: Celery | None = None,
+                  schema: Any = None) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Normalise a callback's input into (successes, failure envelopes).
+
+    ``None`` (as a whole or per item), failure envelopes and serialised result tuples
+    ``[[task_id, parent], None]`` are failures unless the tuple's task succeeded. With
+    ``schema`` (a pydantic model or a callable), each success is validated/converted; one
+    that does not validate becomes a failure of type ``ValidationError``.
+    """
+    if results is None:
+        return [], [envelopes.envelope("the callback received None instead of the header's "
+                                       "results", "NoneResult", None)]
+    successes, failures = [], []
+    for item in results if isinstance(results, list | tuple) else [results]:
+        if item is None:
+            failures.append(envelopes.envelope("a header task returned None", "NoneResult",
+                                               None))
+            continue
+        if envelopes.is_failure(item):
+            failures.append(item)
+            continue
+        if _is_result_tuple(item) and app is not None:
+            result = app.AsyncResult(item[0][0])
+            if not result.successful():
+                failures.append(envelopes.envelope(f"result tuple of a task in state "
+                                                   f"{result.state}", "ResultTuple", result.id))
+                continue
+            item = result.result
+        if schema is not None:
+            try:
+                item = _validate(schema, item)
+            except Exception as exc:
+                failures.append(envelopes.envelope(str(exc), "ValidationError", None)
+                                | {"value": item})
+                continue
+        successes.append(item)
+    return successes, failures
+
+
+def _is_result_tuple(item: Any) -> bool:
+    return (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], list | tuple)
+            and len(item[0]) == 2 and isinstance(item[0][0], str) and len(item[0][0]) == 36)
+
+
+def _validate(schema: Any, item: Any) -> Any:
+    if hasattr(schema, "model_validate"):
+        return schema.model_validate(item)
+    return schema(item)
+
+
+def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, schema: Any = None,
+                   **options: Any) -> Any:
+    """A chord callback task: ``fn(successes, failures, *args, **kwargs)``.
+
+    Inputs are normalised by ``split_results`` (validated against ``schema``). In a guarded
+    app the body runs at most once per chord (a second delivery is ignored, a redelivery of
+    a run that never finished is dead-lettered), does not run while the callback's circuit
+    breaker is open (the chord is dead-lettered), and if it raises the chord is dead-lettered
+    with its inputs and traceback and ends failed — the exception is recorded, never retried.
+    """
+
+    def decorate(func: Callable) -> Any:
+        @functools.wraps(func)
+        def run(self, results: Any = None, *args: Any, **kwargs: Any) -> Any:
+            guard = guard_of(self.app)
+            stamp = getattr(self.request, STAMP, None) or {}
+            chord_id = stamp.get("chord") or self.request.group or self.request.id
+            if guard is not None:
+                setattr(self.request, HANDLED, True)
+                if not stamp.get("replay"):
+                    _enter_once(self, guard, chord_id, results)
+            successes, failures = split_results(results, self.app, schema)
+            try:
+                value = func(successes, failures, *args, **kwargs)
+            except (Retry, Ignore):
+                raise
+            except Exception as exc:
+                if guard is not None:
+                    record = ensure_record(guard, chord_id, None)
+                    dead_letter(guard, record, f"callback_failed: {self.name} raised {exc!r}",
+                                results, error=repr(exc), traceback=tb.format_exc(),
+                                fail_callback=False)
+                    breaker.record(guard, self.name, succeeded=False)
+                raise
+            if guard is not None:
+                guard.store.finish_chord(chord_id, SUCCEEDED, "callback succeeded")
+                breaker.record(guard, self.name, succeeded=True)
+            return value
+
+        return _task_decorator(app, {"name": options.pop("name", None) or
+                                     f"{func.__module__}.{func.__name__}", **options})(run)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def _enter_once(task: Any, guard: Any, chord_id: str, results: Any) -> None:
+    """Take the chord's run-once claim and pass its breaker, or stop here."""
+    holder = guard.store.claim(RUN_CLAIM + chord_id, task.request.id)
+    if holder is not None:
+        if holder == task.request.id:  # our own earlier delivery started and never finished
+            record = ensure_record(guard, chord_id, None)
+            dead_letter(guard, record, "callback_failed: a delivery of this callback started "
+                        "and never finished (worker lost?); not run again", results,
+                        fail_callback=False)
+            raise CircuitOpenError(f"chord {chord_id}: callback not run twice")
+        logger.warning("chordguard: chord %s callback already claimed by %s; ignored",
+                       chord_id, holder)
+        raise Ignore()
+    if not breaker.allow(guard, task.name):
+        record = ensure_record(guard, chord_id, None)
+        dead_letter(guard, record, f"circuit open for {task.name}: callback not run", results,
+                    fail_callback=False)
+        raise CircuitOpenError(f"circuit breaker open for {task.name}: chord {chord_id} "
+                               "dead-lettered")
