@@ -36,6 +36,9 @@ def make_app(namespace: str, broker: str, backend: str | None, conf: dict | None
     if backend and backend.startswith("redis"):
         settings["result_backend_transport_options"] = {"global_keyprefix": f"{namespace}:"}
     settings.update(conf or {})
+    if broker.startswith("redis"):  # extra transport options keep the namespace's key prefix
+        settings["broker_transport_options"] = {"global_keyprefix": f"{namespace}:",
+                                                **settings["broker_transport_options"]}
     app.conf.update(settings)
     register_tasks(app)
     register_guarded_tasks(app)
