@@ -11,6 +11,7 @@ import pytest
 from celery import Celery, chord
 from celery.exceptions import ChordError
 
+import chordguard
 from chordguard.doctor import config_from_app, lint
 from tests.cluster import PG_BACKEND, REDIS_URL, ROOT, chordguard_cli
 
@@ -97,21 +98,27 @@ def test_visibility_timeout_is_not_a_hazard_on_rabbitmq():
     assert "visibility_timeout_short" not in codes(app)
 
 
-def test_run_once_callbacks_are_not_flagged_under_acks_late():
-    app = app_with(task_acks_late=False)
+def test_run_once_callbacks_of_a_guarded_app_are_not_flagged(tmp_path):
+    app = app_with(task_acks_late=False,
+                   task_annotations={"celery.chord_unlock": {"max_retries": 3}})
 
     @app.task(name="cb.plain", acks_late=True, shared=False)
     def plain(results):
         return results
 
-    @app.task(name="cb.guarded", acks_late=True, shared=False)
-    def guarded(results):
-        return results
+    @chordguard.chord_callback(app=app, name="cb.guarded", acks_late=True, shared=False)
+    def guarded(successes, failures):
+        return successes
 
-    guarded.chordguard_run_once = True
-    summary = codes(app)["acks_late_not_run_once"][0]
+    unguarded = codes(app)
+    assert "cb.guarded" in unguarded["acks_late_not_run_once"][0]  # run-once needs the guard
+    assert "unlock_max_retries" in unguarded
+    chordguard.install(app, store=f"sqlite:///{tmp_path / 'store.sqlite'}", deadline=600)
+    found = codes(app)
+    summary = found["acks_late_not_run_once"][0]
     assert "cb.plain" in summary and "cb.guarded" not in summary
     assert "celery.chord_unlock" not in summary  # acks_late is per task here, not global
+    assert "unlock_max_retries" not in found  # the guard's unlock ignores max_retries
 
 
 def test_django_namespace_settings_are_read(tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ from .model import (
     Snapshot,
 )
 from .monitor import check_stuck_chords, get_active_chord_unlocks, health_check
+from .periodic import setup_periodic_monitoring
 
 __all__ = [
     "Chord",
@@ -46,6 +47,7 @@ __all__ = [
     "header_task",
     "health_check",
     "install",
+    "setup_periodic_monitoring",
     "split_results",
     "with_deadline",
 ]

@@ -17,6 +17,7 @@ from celery import Celery
 from celery.app.defaults import _TO_NEW_KEY, DEFAULTS
 
 from .diagnose import Code
+from .guard import chord_callback, guard_of
 from .model import Severity, format_seconds
 
 REDIS_DEFAULT_VISIBILITY = 3600.0  # kombu.transport.redis
@@ -54,6 +55,7 @@ class AppConfig:
     settings: dict[str, Any]
     user_keys: list[str] = field(default_factory=list)  # every key the user set, as written
     tasks: list[TaskFacts] = field(default_factory=list)
+    guarded: bool = False  # chordguard.install(app) ran: its unlock ignores max_retries
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.settings.get(key)
@@ -180,7 +182,7 @@ def unlock_annotations(config: AppConfig) -> Iterable[Finding]:
     if unlock is None:
         return
     interval = float(config.get("result_chord_retry_interval", 1.0))
-    if unlock.max_retries is not None:
+    if unlock.max_retries is not None and not config.guarded:
         span = unlock.max_retries * interval
         yield finding("unlock_max_retries", f"task_annotations[{UNLOCK!r}].max_retries",
                       f"chord_unlock gives up after {unlock.max_retries} retries x "
@@ -244,7 +246,7 @@ def backend_supports_chords(config: AppConfig) -> Iterable[Finding]:
 
 def acks_late(config: AppConfig) -> Iterable[Finding]:
     exposed = [t.name for t in config.tasks if t.acks_late and t.registered and not t.run_once
-               and (t.name == UNLOCK or not t.name.startswith("celery."))]
+               and (t.name == UNLOCK and not config.guarded or not t.name.startswith("celery."))]
     if not exposed:
         return
     shown = ", ".join(sorted(exposed)[:5]) + (" ..." if len(exposed) > 5 else "")
@@ -298,10 +300,12 @@ def config_from_app(app: Celery) -> AppConfig:
     """Read what ``lint`` needs from a live app (finalizing it: tasks get their annotations)."""
     conf = app.conf
     conf.finalize()
+    guard = guard_of(app)
     user_keys = sorted({k for layer in conf.maps[:-1] for k in layer if isinstance(k, str)})
     settings = {key: conf.get(key) for key in DEFAULTS}
-    settings["chordguard_deadline"] = conf.get("chordguard_deadline")
-    tasks = [task_facts(name, task) for name, task in sorted(app.tasks.items())]
+    settings["chordguard_deadline"] = guard.settings.deadline if guard is not None \
+        else conf.get("chordguard_deadline")
+    tasks = [task_facts(name, task, guard is not None) for name, task in sorted(app.tasks.items())]
     known = {t.name for t in tasks}
     for name, options in annotation_dicts(conf.task_annotations):
         if name not in known and name != "*":
@@ -312,16 +316,30 @@ def config_from_app(app: Celery) -> AppConfig:
                 max_retries=options.get("max_retries"),
                 backoff_options=backoff_options(options),
                 autoretry_for=tuple(options.get("autoretry_for") or ())))
-    return AppConfig(settings=settings, user_keys=user_keys, tasks=tasks)
+    return AppConfig(settings=settings, user_keys=user_keys, tasks=tasks,
+                     guarded=guard is not None)
 
 
-def task_facts(name: str, task: Any) -> TaskFacts:
+def runs_once(task: Any) -> bool:
+    """Whether the task's body is run-once in a guarded app (``@chordguard.chord_callback``).
+
+    A ``chordguard_run_once`` mark on the task or its run function says so; otherwise the run
+    function's code is recognised as the one ``chord_callback`` wraps bodies in.
+    """
+    run = getattr(task, "run", None)
+    if any(getattr(holder, mark, False) for holder in (task, run) for mark in RUN_ONCE_MARKS):
+        return True
+    code = getattr(run, "__code__", None)
+    return code is not None and code.co_qualname.startswith(chord_callback.__qualname__ + ".")
+
+
+def task_facts(name: str, task: Any, guarded: bool = False) -> TaskFacts:
     return TaskFacts(
         name=name, acks_late=bool(task.acks_late), time_limit=seconds(task.time_limit),
         soft_time_limit=seconds(task.soft_time_limit), max_retries=task.max_retries,
         backoff_options=backoff_options(explicit_options(task)),
         autoretry_for=tuple(getattr(task, "autoretry_for", ()) or ()),
-        run_once=any(getattr(task, mark, False) for mark in RUN_ONCE_MARKS))
+        run_once=guarded and runs_once(task))
 
 
 def explicit_options(task: Any) -> dict[str, Any]:
