@@ -81,3 +81,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
+
+
+def listed(server: Server, chord_id: str, query: str = "") -> dict | None:
+    body = server.get(f"/api/chords?{query}").json()
+    return next((c for c in body["chords"] if c["id"] == chord_id), None)

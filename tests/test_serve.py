@@ -8,53 +8,20 @@ import re
 import shutil
 import subprocess
 
-import pytest
 import redis
 import yaml
 from celery import chord
 
-from tests.cluster import REDIS_URL, ROOT, Cluster, wait_for
-from tests.serving import Server
+from tests.cluster import REDIS_URL, ROOT, wait_for
+from tests.serving import Server, listed
+
+pytest_plugins = ("tests.serve_fixtures",)  # fixtures: served, redis_cluster
 
 TOKEN = "s3cret-token-for-tests"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 ALERTS_TEST = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "chordguard.json"
 METRIC_NAME = re.compile(r"\bchordguard_[a-z_]+\b")
-
-
-@pytest.fixture
-def served():
-    """``served(cluster, token=None)`` -> a running Server, stopped after the test."""
-    servers: list[Server] = []
-
-    def start(cluster: Cluster, token: str | None = None) -> Server:
-        server = Server(cluster, token)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
-def redis_cluster(make_cluster):
-    """A Redis-broker, Redis-backend cluster with one worker; its workers are SIGKILLed and
-    its own keys deleted afterwards."""
-    cluster = make_cluster(REDIS_URL, REDIS_URL)
-    cluster.start_worker()
-    yield cluster
-    for worker in cluster.workers:
-        worker.kill()
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=f"{cluster.namespace}:*", count=1000):
-        client.delete(key)
-
-
-def listed(server: Server, chord_id: str, query: str = "") -> dict | None:
-    body = server.get(f"/api/chords?{query}").json()
-    return next((c for c in body["chords"] if c["id"] == chord_id), None)
 
 
 def exported_names(server: Server) -> set[str]:

@@ -71,7 +71,11 @@ function history(records) {
 
 async function refresh() {
   const {status, body} = await api(`/api/chords/${encodeURIComponent(chordId)}`);
-  if (status === 404) { showMessage(body.error, "error"); return; }
+  if (status === 404) {
+    document.getElementById("fail-box").hidden = true;
+    document.getElementById("chord").replaceChildren(el("p", {id: "not-in-flight", text: body.error}));
+    return;
+  }
   if (status !== 200) { showMessage(body.error || `HTTP ${status}`, "error"); return; }
   renderFrame(body);
   history(body.history);

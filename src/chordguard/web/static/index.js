@@ -51,10 +51,12 @@ async function refresh() {
     [el("tr", {}, el("td", {colspan: 8, cls: "dim", text: "no chord matches"}))]));
 }
 
-form.addEventListener("input", () => {
+function filtersChanged() {
   history.replaceState(null, "", `?${currentQuery()}`);
   refresh();
-});
+}
+form.addEventListener("input", filtersChanged);
+form.addEventListener("change", filtersChanged);
 form.addEventListener("submit", e => e.preventDefault());
 setupToken();
 poll(refresh, 3000);

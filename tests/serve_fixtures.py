@@ -1,0 +1,38 @@
+"""Fixtures for the serve tests, loaded with ``pytest_plugins = ("tests.serve_fixtures",)``."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from tests.cluster import REDIS_URL, Cluster
+from tests.serving import Server
+
+
+@pytest.fixture
+def served():
+    """``served(cluster, token=None)`` -> a running Server, stopped after the test."""
+    servers: list[Server] = []
+
+    def start(cluster: Cluster, token: str | None = None) -> Server:
+        server = Server(cluster, token)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def redis_cluster(make_cluster):
+    """A Redis-broker, Redis-backend cluster with one worker; its workers are SIGKILLed and
+    its own keys deleted afterwards."""
+    cluster = make_cluster(REDIS_URL, REDIS_URL)
+    cluster.start_worker()
+    yield cluster
+    for worker in cluster.workers:
+        worker.kill()
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{cluster.namespace}:*", count=1000):
+        client.delete(key)

@@ -1,0 +1,89 @@
+"""The dashboard end to end in a real headless Chromium against a real cluster: the stuck
+chord is shown with its diagnosis, filters work, a wrong token is refused, and the right one
+fails the chord."""
+
+from __future__ import annotations
+
+import redis
+from celery import chord
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import Select
+
+from chordguard.diagnose import CATALOG
+from tests.browser import chromium, wait
+from tests.cluster import REDIS_URL, wait_for
+from tests.serving import listed
+
+pytest_plugins = ("tests.serve_fixtures",)
+
+TOKEN = "browser-test-token"
+
+
+def text_of(browser, selector: str) -> str:
+    return browser.find_element(By.CSS_SELECTOR, selector).text
+
+
+def fail_from_page(browser, token: str) -> str:
+    """Type ``token``, press the fail button, accept the confirmation; the message shown."""
+    box = browser.find_element(By.ID, "token")
+    box.clear()
+    box.send_keys(token + Keys.TAB)
+    browser.execute_script("document.getElementById('message').textContent = ''")
+    browser.find_element(By.ID, "fail-button").click()
+    wait(browser, ec.alert_is_present(), what="the confirmation dialog").accept()
+    return wait(browser, lambda b: text_of(b, "#message"), what="the action's outcome")
+
+
+def test_dashboard_shows_the_stuck_chord_and_fails_it(redis_cluster, served, tmp_path):
+    app = redis_cluster.app
+    stuck = chord([app.signature("t.add", (1, 1)), app.signature("t.sleep", (2,))])(
+        app.signature("t.tsum"))
+    gid = stuck.parent.id
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"{redis_cluster.namespace}:celery-taskset-meta-{gid}"
+    wait_for(lambda: client.zcard(prefix + ".j") >= 1, what="the first part recorded")
+    assert client.delete(prefix + ".s") == 1
+    wait_for(lambda: client.zcard(prefix + ".j") == 2, what="the slow part recorded")
+    server = served(redis_cluster, TOKEN)
+    code = "counter_lost"
+
+    browser = chromium(tmp_path / "chromium-profile")
+    try:
+        browser.get(server.url + "/")
+        row = f'tr[data-chord="{gid}"]'
+        wait(browser, ec.presence_of_element_located((By.CSS_SELECTOR, row)),
+             what="the stuck chord listed")
+        assert code in text_of(browser, row)
+        assert text_of(browser, "#health") == "unhealthy"
+        assert text_of(browser, "#mode") == "actions enabled"
+        Select(browser.find_element(By.NAME, "kind")).select_by_value("durable")
+        wait(browser, ec.invisibility_of_element_located((By.CSS_SELECTOR, row)),
+             what="the chord filtered out")
+        Select(browser.find_element(By.NAME, "kind")).select_by_value("")
+        Select(browser.find_element(By.NAME, "diagnosis")).select_by_value(code)
+        wait(browser, ec.url_contains(f"diagnosis={code}"), what="the filter in the URL")
+        wait(browser, ec.presence_of_element_located((By.CSS_SELECTOR, row)),
+             what="the chord filtered in by its diagnosis")
+
+        browser.find_element(By.CSS_SELECTOR, f"{row} a").click()
+        diagnosis = f'.diagnosis[data-code="{code}"]'
+        wait(browser, ec.presence_of_element_located((By.CSS_SELECTOR, diagnosis)),
+             what="the diagnosis explained on the chord page")
+        assert CATALOG[code].explanation in text_of(browser, diagnosis)
+        assert browser.find_elements(By.CSS_SELECTOR, "#timeline .tick")
+
+        refused = fail_from_page(browser, "not-the-token")
+        assert "not failed" in refused and "token" in refused
+        assert listed(server, gid) is not None
+
+        done = fail_from_page(browser, TOKEN)
+        assert done.startswith("chord failed"), done
+        wait(browser, ec.presence_of_element_located((By.ID, "not-in-flight")),
+             what="the chord gone from the page")
+        assert not browser.find_element(By.ID, "fail-box").is_displayed()
+    finally:
+        browser.quit()
+    assert client.get(prefix + ".c") == b"done"
+    assert listed(server, gid) is None
