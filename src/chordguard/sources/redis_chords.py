@@ -30,11 +30,12 @@ def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
     backend = app.backend
     client = backend.client
     ids = scan_group_ids(client, backend.group_keyprefix)
-    raws = read_chords(client, backend.get_key_for_group, backend._chord_zset, sorted(ids))
+    raws = read_chords(client, backend.group_keyprefix, backend._chord_zset, sorted(ids))
     raws = [raw for raw in raws if in_flight(raw)]
-    read_metas(client, backend.get_key_for_task, raws)
+    read_metas(client, backend.task_keyprefix, raws)
     expires = int(backend.chord_expires or 0)
-    return [to_chord(raw, expires, facts.now, backend.get_key_for_group) for raw in raws]
+    prefix = backend.group_keyprefix.decode(errors="replace")
+    return [to_chord(raw, expires, facts.now, prefix) for raw in raws]
 
 
 def in_flight(raw: RawChord) -> bool:
@@ -45,7 +46,7 @@ def in_flight(raw: RawChord) -> bool:
     return not celery_failed_it
 
 
-def to_chord(raw: RawChord, expires: int, now: datetime, group_key: Any) -> Chord:
+def to_chord(raw: RawChord, expires: int, now: datetime, group_prefix: str) -> Chord:
     """The model of one chord from its raw keys (pure)."""
     chord = Chord(id=raw.group_id, kind=ChordKind.REDIS, sources=[NAME])
     chord.done = len(raw.parts)
@@ -55,8 +56,8 @@ def to_chord(raw: RawChord, expires: int, now: datetime, group_key: Any) -> Chor
     for suffix in (".s", ".j", ".t", ".d", ".c"):
         ttl = raw.ttl_ms.get(suffix, -2)
         if suffix == ".s" or ttl != -2:
-            key = group_key(raw.group_id, suffix).decode(errors="replace")
-            chord.redis_keys[key] = None if ttl == -2 else (-1 if ttl == -1 else ttl // 1000)
+            seconds = None if ttl == -2 else (-1 if ttl == -1 else ttl // 1000)
+            chord.redis_keys[group_prefix + raw.group_id + suffix] = seconds
     if raw.size is not None:
         chord.total = raw.size + raw.extra
         chord.evidence["total"] = f".s = {raw.size}" + (f" + .t = {raw.extra}" if raw.extra

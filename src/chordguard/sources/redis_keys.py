@@ -1,4 +1,4 @@
-"""Celery's Redis chord keys, read in bulk: one SCAN, then one MULTI/EXEC per batch of chords.
+"""Celery's Redis chord keys, read in bulk: one SCAN, then one read-only Lua call per batch.
 
 For a chord whose header group id is ``G``, celery/backends/redis.py keeps (after the
 result backend's ``global_keyprefix``)::
@@ -10,7 +10,8 @@ result backend's ``global_keyprefix``)::
     celery-taskset-meta-G.c   callback dispatch claim token, or "done" once cleaned up
 
 Every part return re-EXPIREs .j .t .s .d to chord_expires in one Lua script, and a completed
-chord's .j .t .s .d are deleted together, so one atomic read per chord sees a consistent state.
+chord's .j .t .s .d are deleted together, so an atomic read per chord sees a consistent state
+(the script reads only the keys it is given; GET returns false, i.e. None, for a missing key).
 Nothing here is ever unpickled: parts not encoded as JSON are counted but not decoded.
 """
 
@@ -23,7 +24,30 @@ from typing import Any
 
 SUFFIXES = (".s", ".j", ".t", ".d", ".c")
 SCAN_COUNT = 5000
-BATCH = 1000  # chords per MULTI/EXEC
+BATCH = 500  # chords per script call: a few ms of Redis time each
+# KEYS: one "<group prefix><group id>" per chord; ARGV[1]: "1" when .j is a zset.
+# Per chord: PTTL of .s .j .t .d .c, GET .s .t .c, then .j's members (with scores if zset).
+READ_CHORDS_LUA = """
+local out = {}
+for i, base in ipairs(KEYS) do
+  local row = {}
+  for _, suffix in ipairs({'.s', '.j', '.t', '.d', '.c'}) do
+    row[#row + 1] = redis.call('PTTL', base .. suffix)
+  end
+  for _, suffix in ipairs({'.s', '.t', '.c'}) do
+    row[#row + 1] = redis.call('GET', base .. suffix)
+  end
+  if row[2] == -2 then
+    row[#row + 1] = {}
+  elseif ARGV[1] == '1' then
+    row[#row + 1] = redis.call('ZRANGE', base .. '.j', 0, -1, 'WITHSCORES')
+  else
+    row[#row + 1] = redis.call('LRANGE', base .. '.j', 0, -1)
+  end
+  out[i] = row
+end
+return out
+"""
 META_PER_CHORD = 8  # header results (for date_done) read per chord, at most
 
 
@@ -91,48 +115,41 @@ def _int(value: bytes | None) -> int | None:
         return None
 
 
-def read_chords(client: Any, group_key: Any, ordered: bool, group_ids: list[str],
+def read_chords(client: Any, group_prefix: bytes, ordered: bool, group_ids: list[str],
                 ) -> list[RawChord]:
-    """The keys of ``group_ids`` (``group_key(gid, suffix) -> key``), atomically per batch."""
+    """The chord keys of ``group_ids`` (``group_prefix + id + suffix``, as Celery builds them):
+    one read-only script call per batch, so each batch is one atomic round trip."""
+    script = client.register_script(READ_CHORDS_LUA)
     out: list[RawChord] = []
     it = iter(group_ids)
     while batch := list(islice(it, BATCH)):
-        pipe = client.pipeline(transaction=True)
-        for gid in batch:
-            for suffix in SUFFIXES:
-                pipe.pttl(group_key(gid, suffix))
-            pipe.get(group_key(gid, ".s"))
-            pipe.get(group_key(gid, ".t"))
-            pipe.get(group_key(gid, ".c"))
-            jkey = group_key(gid, ".j")
-            if ordered:
-                pipe.zrange(jkey, 0, -1, withscores=True)
-            else:
-                pipe.lrange(jkey, 0, -1)
-        replies = pipe.execute(raise_on_error=False)
-        width = len(SUFFIXES) + 4
-        for n, gid in enumerate(batch):
-            row = replies[n * width:(n + 1) * width]
-            raw = RawChord(gid, dict(zip(SUFFIXES, (r if isinstance(r, int) else -2
-                                                    for r in row[:5]), strict=True)))
-            raw.size, raw.extra = _int(row[5]), _int(row[6]) or 0
-            raw.claim = row[7].decode(errors="replace") if isinstance(row[7], bytes) else None
-            members = row[8] if isinstance(row[8], list) else []
-            for member in members:
-                part = _decode_part(*member) if ordered else _decode_part(member, None)
-                raw.parts.append(part)
-                raw.undecodable += part.task_id is None
-            out.append(raw)
+        rows = script(keys=[group_prefix + gid.encode() for gid in batch],
+                      args=[1 if ordered else 0], client=client)
+        out += [_raw_chord(gid, row, ordered) for gid, row in zip(batch, rows, strict=True)]
     return out
 
 
-def read_metas(client: Any, task_key: Any, chords: list[RawChord]) -> None:
+def _raw_chord(gid: str, row: list[Any], ordered: bool) -> RawChord:
+    raw = RawChord(gid, dict(zip(SUFFIXES, row[:5], strict=True)))
+    raw.size, raw.extra = _int(row[5]), _int(row[6]) or 0
+    raw.claim = row[7].decode(errors="replace") if isinstance(row[7], bytes) else None
+    members = row[8]
+    pairs = zip(members[::2], members[1::2], strict=True) if ordered \
+        else ((m, None) for m in members)
+    for member, score in pairs:
+        part = _decode_part(member, None if score is None else float(score))
+        raw.parts.append(part)
+        raw.undecodable += part.task_id is None
+    return raw
+
+
+def read_metas(client: Any, task_prefix: bytes, chords: list[RawChord]) -> None:
     """Attach the JSON result record (date_done, traceback) of a few parts of each chord."""
     wanted = [part for raw in chords
               for part in [p for p in raw.parts if p.task_id][:META_PER_CHORD]]
     it = iter(wanted)
     while batch := list(islice(it, BATCH * META_PER_CHORD)):
-        values = client.mget([task_key(part.task_id) for part in batch])
+        values = client.mget([task_prefix + part.task_id.encode() for part in batch])
         for part, value in zip(batch, values, strict=True):
             if value is None:
                 continue
