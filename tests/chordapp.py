@@ -48,6 +48,8 @@ def make_app(namespace: str, broker: str, backend: str | None, conf: dict | None
         chordguard.install(app, **settings["guard"])
     if settings.get("cg_pause_after_retry_of"):
         pause_after_retry(namespace, settings["cg_pause_after_retry_of"])
+    if settings.get("cg_trace_unlock"):
+        trace_unlock(namespace)
     if settings.get("cg_stall_publish_of"):
         stall_publish(settings["cg_stall_publish_of"])
     if settings.get("cg_durable"):
@@ -182,6 +184,20 @@ def trace_redis():
     import redis
 
     return redis.Redis.from_url(os.environ.get("CG_TEST_REDIS", "redis://127.0.0.1:6379/0"))
+
+def trace_unlock(namespace: str) -> None:
+    """Record every celery.chord_unlock run (retry count, time) in the Redis list
+    ``cg:<namespace>:unlock``: two chains of one chord show the same retry count twice."""
+    from celery.signals import task_prerun
+
+    def record(sender=None, task=None, args=None, **_kwargs):
+        if task is not None and task.name == "celery.chord_unlock":
+            trace_redis().rpush(f"cg:{namespace}:unlock", json.dumps(
+                {"chord": (args or [None])[0], "retries": task.request.retries,
+                 "at": time.time()}))
+
+    task_prerun.connect(record, weak=False)
+
 
 
 def app_from_env() -> Celery:

@@ -97,6 +97,9 @@ def _fail_callback(app: Celery, chord: Chord, reason: str) -> None:
     error = ChordError(f"chord {chord.id} failed by chordguard: {reason}")
     if chord.callback_signature:
         callback = Signature(chord.callback_signature, app=app)
-        app.backend.chord_error_from_stack(callback, error)
+        try:  # chord_error_from_stack stores the traceback being handled: there must be one
+            raise error
+        except ChordError:
+            app.backend.chord_error_from_stack(callback, error)
     elif chord.callback_id:
         app.backend.mark_as_failure(chord.callback_id, error)

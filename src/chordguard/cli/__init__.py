@@ -118,6 +118,7 @@ def _build_groups() -> tuple[click.Group, click.Group]:
     from . import (  # noqa: F401  (register commands in COMMANDS)
         actions,
         demo,
+        dlq,
         doctor,
         fix,
         monitor,

@@ -67,14 +67,17 @@ def ensure_record(guard: Guard, chord_id: str, callback: dict[str, Any] | None,
 def dead_letter(guard: Guard, record: ChordRecord, reason: str, inputs: Any, *,
                 error: str | None = None, traceback: str | None = None,
                 fail_callback: bool = True, header_states: dict[str, str] | None = None,
-                ) -> str | None:
+                replay_of: str | None = None) -> str | None:
     """End ``record``'s chord as dead-lettered for ``reason``; return the letter id.
 
     Returns None, changing nothing, when the chord had already ended. With
     ``fail_callback`` the callback is marked FAILURE with a ChordError (errbacks run).
+    A failed replay of letter ``replay_of`` (its chord long ended) gets a letter of its own.
     """
     store = guard.store
-    if not store.finish_chord(record.id, DEAD_LETTERED, reason):
+    if replay_of is not None:
+        reason = f"replay of {replay_of} failed: {reason}"
+    elif not store.finish_chord(record.id, DEAD_LETTERED, reason):
         return None
     store.claim(RUN_CLAIM + record.id, "chordguard:" + DEAD_LETTERED)
     if fail_callback:

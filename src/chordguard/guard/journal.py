@@ -118,7 +118,8 @@ def _callback_failed(app: Celery, stamp: dict, name: str, exception: Any, args: 
         record = ensure_record(guard, stamp["chord"], None)
         dead_letter(guard, record, f"callback_failed: {name} raised {exception!r}",
                     (args or [None])[0], error=repr(exception),
-                    traceback=str(einfo) if einfo else None, fail_callback=False)
+                    traceback=str(einfo) if einfo else None, fail_callback=False,
+                    replay_of=stamp.get("replay"))
         breaker.record(guard, name, succeeded=False)
     except Exception:
         logger.exception("chordguard: could not dead-letter chord %s", stamp.get("chord"))

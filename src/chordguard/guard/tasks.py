@@ -158,10 +158,10 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
                     record = ensure_record(guard, chord_id, None)
                     dead_letter(guard, record, f"callback_failed: {self.name} raised {exc!r}",
                                 results, error=repr(exc), traceback=tb.format_exc(),
-                                fail_callback=False)
+                                fail_callback=False, replay_of=stamp.get("replay"))
                     breaker.record(guard, self.name, succeeded=False)
                 raise
-            if guard is not None:
+            if guard is not None and not stamp.get("replay"):
                 guard.store.finish_chord(chord_id, SUCCEEDED, "callback succeeded")
                 breaker.record(guard, self.name, succeeded=True)
             return value
