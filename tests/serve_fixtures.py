@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.cluster import REDIS_URL, Cluster
+from tests.cluster import PG_BACKEND, REDIS_URL, Cluster
 from tests.serving import Server
 
 
@@ -29,6 +29,20 @@ def redis_cluster(make_cluster):
     """A Redis-broker, Redis-backend cluster with one worker; its workers are SIGKILLed and
     its own keys deleted afterwards."""
     cluster = make_cluster(REDIS_URL, REDIS_URL)
+    cluster.start_worker()
+    yield cluster
+    for worker in cluster.workers:
+        worker.kill()
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{cluster.namespace}:*", count=1000):
+        client.delete(key)
+
+
+@pytest.fixture
+def pg_cluster(make_cluster):
+    """A Redis-broker, PostgreSQL-backend cluster (chords joined by chord_unlock) with one
+    worker; lost_header is called after 2 s. Workers SIGKILLed and broker keys deleted after."""
+    cluster = make_cluster(REDIS_URL, PG_BACKEND, {"chordguard_lost_header_grace": 2})
     cluster.start_worker()
     yield cluster
     for worker in cluster.workers:

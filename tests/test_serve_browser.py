@@ -4,16 +4,16 @@ fails the chord."""
 
 from __future__ import annotations
 
-import redis
 from celery import chord
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select
+from sqlalchemy import create_engine, text
 
 from chordguard.diagnose import CATALOG
 from tests.browser import chromium, wait
-from tests.cluster import REDIS_URL, wait_for
+from tests.cluster import PG_URL, Cluster, wait_for
 from tests.serving import listed
 
 pytest_plugins = ("tests.serve_fixtures",)
@@ -36,29 +36,34 @@ def fail_from_page(browser, token: str) -> str:
     return wait(browser, lambda b: text_of(b, "#message"), what="the action's outcome")
 
 
-def test_dashboard_shows_the_stuck_chord_and_fails_it(redis_cluster, served, tmp_path):
-    app = redis_cluster.app
-    stuck = chord([app.signature("t.add", (1, 1)), app.signature("t.sleep", (2,))])(
+def lose_a_header(cluster: Cluster) -> tuple[str, str]:
+    """An unlock chord whose finished header's result row is deleted: it reads PENDING
+    forever and chord_unlock polls forever (lost_header). Returns (group id, callback id)."""
+    app = cluster.app
+    result = chord([app.signature("t.add", (1, 1)), app.signature("t.sleep", (3,))])(
         app.signature("t.tsum"))
-    gid = stuck.parent.id
-    client = redis.Redis.from_url(REDIS_URL)
-    prefix = f"{redis_cluster.namespace}:celery-taskset-meta-{gid}"
-    wait_for(lambda: client.zcard(prefix + ".j") >= 1, what="the first part recorded")
-    assert client.delete(prefix + ".s") == 1
-    wait_for(lambda: client.zcard(prefix + ".j") == 2, what="the slow part recorded")
-    server = served(redis_cluster, TOKEN)
-    code = "counter_lost"
+    lost = result.parent.results[0].id
+    wait_for(lambda: app.AsyncResult(lost).state == "SUCCESS", what="the first header done")
+    with create_engine(PG_URL).begin() as db:
+        db.execute(text("DELETE FROM celery_taskmeta WHERE task_id = :id"), {"id": lost})
+    return result.parent.id, result.id
+
+
+def test_dashboard_shows_the_stuck_chord_and_fails_it(pg_cluster, served, tmp_path):
+    gid, callback_id = lose_a_header(pg_cluster)
+    server = served(pg_cluster, TOKEN)
+    code = "lost_header"
 
     browser = chromium(tmp_path / "chromium-profile")
     try:
         browser.get(server.url + "/")
         row = f'tr[data-chord="{gid}"]'
-        wait(browser, ec.presence_of_element_located((By.CSS_SELECTOR, row)),
-             what="the stuck chord listed")
-        assert code in text_of(browser, row)
+        wait(browser, lambda b: code in (b.find_elements(By.CSS_SELECTOR, row) or [b])[0].text,
+             timeout=60, what="the stuck chord listed with its diagnosis")
+        assert "t.tsum" in text_of(browser, row)
         assert text_of(browser, "#health") == "unhealthy"
         assert text_of(browser, "#mode") == "actions enabled"
-        Select(browser.find_element(By.NAME, "kind")).select_by_value("durable")
+        Select(browser.find_element(By.NAME, "kind")).select_by_value("redis")
         wait(browser, ec.invisibility_of_element_located((By.CSS_SELECTOR, row)),
              what="the chord filtered out")
         Select(browser.find_element(By.NAME, "kind")).select_by_value("")
@@ -73,17 +78,20 @@ def test_dashboard_shows_the_stuck_chord_and_fails_it(redis_cluster, served, tmp
              what="the diagnosis explained on the chord page")
         assert CATALOG[code].explanation in text_of(browser, diagnosis)
         assert browser.find_elements(By.CSS_SELECTOR, "#timeline .tick")
+        assert callback_id in text_of(browser, "#chord")
 
         refused = fail_from_page(browser, "not-the-token")
         assert "not failed" in refused and "token" in refused
-        assert listed(server, gid) is not None
+        assert pg_cluster.app.AsyncResult(callback_id).state == "PENDING"
 
         done = fail_from_page(browser, TOKEN)
         assert done.startswith("chord failed"), done
-        wait(browser, ec.presence_of_element_located((By.ID, "not-in-flight")),
+        wait(browser, ec.presence_of_element_located((By.ID, "not-in-flight")), timeout=60,
              what="the chord gone from the page")
         assert not browser.find_element(By.ID, "fail-box").is_displayed()
     finally:
         browser.quit()
-    assert client.get(prefix + ".c") == b"done"
+    callback = pg_cluster.app.AsyncResult(callback_id)
+    assert callback.state == "FAILURE"
+    assert "failed by chordguard" in str(callback.result)
     assert listed(server, gid) is None

@@ -92,10 +92,15 @@ class _Seen:
 
 
 def poll_count(chord: Chord) -> int:
-    """Unlock polls made for ``chord`` so far, summed over every unlock chain seen."""
-    if chord.unlock_copies:
-        return sum(c.retries for c in chord.unlock_copies)
-    return chord.unlock_retries or 0
+    """Unlock polls made for ``chord`` so far, summed over every unlock chain seen.
+
+    A retry keeps the task id, and a redelivered duplicate chain shares it too, so chains are
+    told apart by their retry count: copies with the same id and count are one message seen
+    in two places. Copies whose holder does not report retries count through
+    ``unlock_retries`` alone.
+    """
+    chains = {(c.task_id, c.retries) for c in chord.unlock_copies if c.retries is not None}
+    return max(sum(retries for _, retries in chains), chord.unlock_retries or 0)
 
 
 class ChordTracker:

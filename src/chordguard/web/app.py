@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from ..actions import fail_chord
 from ..collect import collect
 from ..diagnose import CATALOG
-from ..errors import ChordguardError
+from ..errors import ChordguardError, DeadLetterError
 from ..metrics import exposition, make_registry
 from ..model import ChordKind, to_jsonable
 from ..monitor import health_from
@@ -36,7 +36,7 @@ from .auth import presented_token, token_matches
 from .chords import STATES, ChordFilter, chord_detail, chord_row
 from .forms import body_fields
 from .snapshots import SnapshotCache
-from .store_view import StoreView, UnknownDeadLetterError, store_view
+from .store_view import StoreView, store_view
 
 STATIC = files("chordguard.web") / "static"
 LIST_LIMIT = 500
@@ -151,21 +151,21 @@ def create_app(app: Celery, token: str | None = None, stuck_after_hours: float =
     async def letter_action(request: Request, action: str) -> Response:
         if refusal := await board.authorize(request):
             return refusal
-        if not board.store.has_dead_letters:
-            return _error(404, "no dead-letter queue: the guard's store is not configured")
         letter = request.path_params["letter_id"]
         reason = await _field(request, "reason")
         if action == "drop" and not reason:
             return _error(400, "dropping a dead letter needs a reason")
         try:
-            outcome = await asyncio.to_thread(
-                board.store.replay if action == "replay" else board.store.drop, letter, reason)
-        except UnknownDeadLetterError as exc:
+            if action == "replay":
+                outcome = await asyncio.to_thread(board.store.replay, letter)
+            else:
+                outcome = await asyncio.to_thread(board.store.drop, letter, reason)
+        except DeadLetterError as exc:
             return _error(404, str(exc))
         except ChordguardError as exc:
             return _error(502, mask_text(str(exc)))
         await board.cache.refresh()
-        return _json({"ok": True, "result": to_jsonable(outcome)})
+        return _json({"ok": True, "result": outcome})
 
     async def metrics(_: Request) -> Response:
         await board.cache.get()

@@ -13,16 +13,13 @@ from typing import Any
 
 from celery import Celery
 
-from ..errors import ChordguardError
+from ..errors import DeadLetterError
+from ..guard import dlq
 from ..metrics import StoreFigures
 from ..store.base import Store, open_store
-from ..store.records import DLQ_DEAD, DLQ_DROPPED, ChordRecord, jsonable
+from ..store.records import DLQ_DEAD, ChordRecord, jsonable
 
 DLQ_COUNT_LIMIT = 100_000
-
-
-class UnknownDeadLetterError(ChordguardError):
-    """No dead letter has that id (or the letter was already replayed or dropped)."""
 
 
 class StoreView:
@@ -42,11 +39,11 @@ class StoreView:
     def dead_letters(self) -> list[dict[str, Any]] | None:
         return None
 
-    def replay(self, letter_id: str, reason: str) -> Any:
-        raise UnknownDeadLetterError(f"unknown dead letter {letter_id!r}")
+    def replay(self, letter_id: str) -> dict[str, Any]:
+        raise DeadLetterError("no dead-letter queue: the guard's store is not configured")
 
-    def drop(self, letter_id: str, reason: str) -> Any:
-        raise UnknownDeadLetterError(f"unknown dead letter {letter_id!r}")
+    def drop(self, letter_id: str, reason: str) -> dict[str, Any]:
+        raise DeadLetterError("no dead-letter queue: the guard's store is not configured")
 
 
 class JournalView(StoreView):
@@ -77,16 +74,11 @@ class JournalView(StoreView):
                  "note": letter.note, "inputs": jsonable(letter.inputs)}
                 for letter in self.store.dead_letters()]
 
-    def replay(self, letter_id: str, reason: str) -> Any:
-        from ..guard.dlq import replay
+    def replay(self, letter_id: str) -> dict[str, Any]:
+        return dlq.replay(self.app, self.store, letter_id)
 
-        return replay(self.app, self.store, letter_id)
-
-    def drop(self, letter_id: str, reason: str) -> Any:
-        letter = self.store.dead_letter(letter_id)
-        if letter is None or not self.store.settle_dead_letter(letter.id, DLQ_DROPPED, reason):
-            raise UnknownDeadLetterError(f"no dead letter {letter_id!r} waiting in the queue")
-        return {"id": letter.id, "state": DLQ_DROPPED, "note": reason}
+    def drop(self, letter_id: str, reason: str) -> dict[str, Any]:
+        return dlq.drop(self.store, letter_id, reason)
 
 
 def history(record: ChordRecord, parts: dict[str, str]) -> list[dict[str, Any]]:
