@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 import redis
-from celery import chord
+from celery import Celery, chord, states
+from celery.app.task import Context
 
 from chordguard.collect import collect
 from tests.chordapp import make_app
@@ -192,3 +194,30 @@ def test_orphaned_body(cluster_for):
     assert ckey not in orphan["redis_keys"] and orphan["total"] == orphan["done"] == 2
     assert chordguard_cli(cluster, "check").returncode == 1
     assert result.state == "PENDING"
+
+
+def test_list_parts_and_a_prefix_without_separator():
+    """result_chord_ordered=False keeps .j as a list; a prefix not ending in ':_-.' gets '_'.
+    Made with Celery's own backend calls, as a worker makes them."""
+    prefix = "cgtest" + uuid.uuid4().hex[:8]
+    app = Celery("list-parts", broker=REDIS_URL, backend=REDIS_URL)
+    app.conf.result_backend_transport_options = {"global_keyprefix": prefix,
+                                                 "result_chord_ordered": False}
+    gid, callback = str(uuid.uuid4()), app.signature("t.tsum")
+    callback.freeze()
+    try:
+        app.backend.set_chord_size(gid, 3)
+        for index in (0, 1):
+            request = Context(id=str(uuid.uuid4()), group=gid, group_index=index,
+                              chord=dict(callback))
+            app.backend.on_chord_part_return(request, states.SUCCESS, index * 10)
+        found = collect(app).find(gid)
+        assert found is not None and (found.total, found.done) == (3, 2)
+        assert sorted(p.result for p in found.header) == [0, 10]
+        assert all(key.startswith(f"{prefix}_celery-taskset-meta-{gid}.")
+                   for key in found.redis_keys)
+        assert found.codes == []
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(match=f"{prefix}_*"):
+            client.delete(key)

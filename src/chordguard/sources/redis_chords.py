@@ -30,7 +30,9 @@ def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
     backend = app.backend
     client = backend.client
     ids = scan_group_ids(client, backend.group_keyprefix)
-    raws = read_chords(client, backend.group_keyprefix, backend._chord_zset, sorted(ids))
+    options = app.conf.get("result_backend_transport_options") or {}
+    ordered = bool(options.get("result_chord_ordered", True))  # as RedisBackend._chord_zset
+    raws = read_chords(client, backend.group_keyprefix, ordered, sorted(ids))
     raws = [raw for raw in raws if in_flight(raw)]
     read_metas(client, backend.task_keyprefix, raws)
     expires = int(backend.chord_expires or 0)
