@@ -156,3 +156,25 @@ def test_alert_rules_are_valid_and_fire():
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert set(rule_expressions()) >= {"ChordStuck", "ChordUnlockRetryStorm",
                                        "ChordDeadLetterQueueGrowing", "ChordCallbackFailureRatio"}
+
+
+def test_unlock_polls_of_a_healthy_chain_stay_at_one_per_interval(pg_cluster, served):
+    """One chord_unlock chain polling a slow header: polls are counted as they happen, and
+    the per-chord rate the storm alert watches stays at or under one per retry interval."""
+    app = pg_cluster.app
+    slow = chord([app.signature("t.sleep", (14,)), app.signature("t.add", (1, 1))])(
+        app.signature("t.tsum"))
+    server = served(pg_cluster)
+    figures = wait_for(lambda: (f := server.metrics())["chordguard_unlock_polls_total"][()] >= 6
+                       and f, timeout=40, what="unlock polls counted")
+    rate = figures["chordguard_unlock_polls_per_interval_max"][()]
+    assert 0.3 < rate <= 1.0, rate
+    row = listed(server, slow.parent.id)
+    assert row["unlock_rate"]["per_interval_floor"] <= 1.0
+    assert figures["chordguard_unlock_duplicate_chains"][()] == 0
+    assert slow.get(timeout=30) == 16
+    done = wait_for(lambda: (f := server.metrics()).get("chordguard_chords_completed_total")
+                    and f, timeout=20, what="the finished chord counted")
+    assert done["chordguard_chords_completed_total"][
+        (("callback", "t.tsum"), ("outcome", "success"))] == 1
+    assert done["chordguard_chord_duration_seconds_count"][(("callback", "t.tsum"),)] == 1

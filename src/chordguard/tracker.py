@@ -7,7 +7,7 @@ turns the differences between snapshots into figures:
 - unlock polls: the growth of each chord's unlock retry counters (never the counts a chord
   already had when first seen, so a restart does not look like a burst);
 - per-chord poll rates over a sliding window, with a lower bound per retry interval that
-  discounts the one-poll uncertainty of reading a counter at two instants;
+  discounts the uncertainty of when, during a collection, each counter was read;
 - chords that left the snapshot: their callback's final state is read from the result
   backend, giving completions by callback and outcome, callback failures and durations.
 
@@ -86,7 +86,7 @@ class _Seen:
     first_seen_at: datetime
     age_at_first_seen: float
     polls: int
-    samples: deque[tuple[float, int]]
+    samples: deque[tuple[float, int, float]]  # (taken at, polls, collection seconds)
     vanished_at: datetime | None = None
     resolve_attempts: int = 0
 
@@ -124,6 +124,7 @@ class ChordTracker:
         """Account for ``snapshot``; may read callback states from the result backend."""
         now = snapshot.taken_at
         stamp = now.timestamp()
+        reading = max((r.seconds for r in snapshot.sources), default=0.0)
         rates: dict[str, ChordRate] = {}
         for chord in snapshot.chords:
             polls = poll_count(chord)
@@ -131,7 +132,8 @@ class ChordTracker:
             if seen is None:
                 age = chord.age.seconds if chord.age else 0.0
                 seen = _Seen(chord.callback_name or UNKNOWN_CALLBACK, chord.callback_id,
-                             chord.created_at, now, age, polls, deque([(stamp, polls)]))
+                             chord.created_at, now, age, polls,
+                             deque([(stamp, polls, reading)]))
                 self._remember(self._seen, chord.id, seen)
                 continue
             self._seen.move_to_end(chord.id)
@@ -141,7 +143,7 @@ class ChordTracker:
             seen.created_at = seen.created_at or chord.created_at
             self._polls_total += max(0, polls - seen.polls)
             seen.polls = polls
-            seen.samples.append((stamp, polls))
+            seen.samples.append((stamp, polls, reading))
             while len(seen.samples) > 2 and stamp - seen.samples[1][0] >= self.window:
                 seen.samples.popleft()
             if rate := _rate(seen.samples, snapshot.facts.retry_interval):
@@ -195,13 +197,19 @@ class ChordTracker:
         self._durations.setdefault(name, DurationHistogram()).observe(max(0.0, seconds))
 
 
-def _rate(samples: deque[tuple[float, int]], interval: float) -> ChordRate | None:
-    (t0, p0), (t1, p1) = samples[0], samples[-1]
+def _rate(samples: deque[tuple[float, int, float]], interval: float) -> ChordRate | None:
+    """Polls per second between the oldest and newest sample, and a floor per interval.
+
+    A counter is read some time during a collection, not at its timestamp, so the true
+    span may be longer by both collections' durations; and a span can hold one poll more
+    than span/interval. The floor discounts both: one healthy chain never exceeds 1.
+    """
+    (t0, p0, d0), (t1, p1, d1) = samples[0], samples[-1]
     span = t1 - t0
     if span <= 0:
         return None
     polls = p1 - p0
-    floor = max(0.0, (polls - 1) / span * interval)
+    floor = max(0.0, (polls - 1) * interval / (span + d0 + d1))
     return ChordRate(per_second=max(0, polls) / span, per_interval_floor=floor,
                      window_seconds=span)
 

@@ -86,7 +86,7 @@ async function refresh() {
       text: "This chord is no longer in flight; its journal history is below."}));
     return;
   }
-  document.getElementById("chord").replaceChildren(
+  document.getElementById("chord").replaceChildren(...[
     facts(chord),
     el("h3", {text: "diagnoses"}), ...[diagnoses(chord)].flat(),
     el("h3", {text: "timeline"}), timeline(chord, body.taken_at),
@@ -95,7 +95,8 @@ async function refresh() {
           chord.unlock_copies.map(c => [c.task_id, c.retries, c.where, c.eta])),
     table("Redis keys", ["key", "TTL (s)"], Object.entries(chord.redis_keys).map(([k, t]) =>
           [k, t === null ? "missing" : t < 0 ? "no expiry" : t])),
-    table("where each figure comes from", ["figure", "evidence"], Object.entries(chord.evidence)));
+    table("where each figure comes from", ["figure", "evidence"], Object.entries(chord.evidence)),
+  ].filter(part => part !== null));
 }
 
 document.getElementById("fail-form").addEventListener("submit", async event => {
