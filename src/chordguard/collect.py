@@ -11,10 +11,10 @@ from celery import Celery
 from .deadline import within_each
 from .diagnose import diagnose
 from .model import Chord, ClusterFacts, Snapshot, SourceReport
-from .sources import Source, redis_chords
+from .sources import Source, journal, redis_chords
 from .urls import mask_text
 
-SOURCES: list[Source] = [redis_chords.SOURCE]
+SOURCES: list[Source] = [journal.SOURCE, redis_chords.SOURCE]
 SOURCE_TIMEOUT = 8.0
 
 

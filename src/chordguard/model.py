@@ -138,6 +138,7 @@ class ClusterFacts:
     workers: list[str] | None = None  # None: no worker answered or workers were not asked
     consumed_queues: set[str] | None = None  # queues some worker consumes; None: unknown
     queued: dict[str, str] = field(default_factory=dict)  # task id -> queue holding its message
+    breakers: dict[str, str] = field(default_factory=dict)  # callback -> breaker state (journal)
 
 
 @dataclass

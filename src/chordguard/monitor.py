@@ -39,8 +39,10 @@ def health_from(snapshot: Snapshot) -> dict[str, Any]:
     stuck = stuck_chords(snapshot)
     failed_sources = [s.name for s in snapshot.sources if not s.ok]
     diagnoses = Counter(code for chord in snapshot.chords for code in chord.codes)
+    breakers = snapshot.facts.breakers
+    tripped = [name for name, state in breakers.items() if state != "closed"]
     return {
-        "status": "unhealthy" if stuck or failed_sources else "healthy",
+        "status": "unhealthy" if stuck or failed_sources or tripped else "healthy",
         "celery_version": snapshot.celery_version,
         "in_flight_chords": len(snapshot.chords),
         "active_chord_unlocks": sum(1 for c in snapshot.chords if c.kind is ChordKind.UNLOCK),
@@ -48,4 +50,5 @@ def health_from(snapshot: Snapshot) -> dict[str, Any]:
         "by_kind": dict(Counter(c.kind.value for c in snapshot.chords)),
         "diagnoses": dict(diagnoses),
         "sources_failed": failed_sources,
+        "breakers": dict(breakers),  # guard's circuit breakers by callback (journal source)
     }
