@@ -11,10 +11,10 @@ from celery import Celery
 from .deadline import within_each
 from .diagnose import diagnose
 from .model import Chord, ClusterFacts, Snapshot, SourceReport
-from .sources import Source, journal, redis_chords
+from .sources import Source, journal, redis_chords, unlock_chords
 from .urls import mask_text
 
-SOURCES: list[Source] = [journal.SOURCE, redis_chords.SOURCE]
+SOURCES: list[Source] = [journal.SOURCE, redis_chords.SOURCE, unlock_chords.SOURCE]
 SOURCE_TIMEOUT = 8.0
 
 
@@ -25,9 +25,11 @@ def cluster_facts(app: Celery, now: datetime | None = None) -> ClusterFacts:
         else conf.result_expires
     if hasattr(expires, "total_seconds"):
         expires = expires.total_seconds()
+    grace = conf.get("chordguard_lost_header_grace")
     return ClusterFacts(now=now or datetime.now(UTC),
                         retry_interval=float(conf.result_chord_retry_interval or 1.0),
-                        chord_expires=float(expires) if expires else None)
+                        chord_expires=float(expires) if expires else None,
+                        **({} if grace is None else {"lost_header_grace": float(grace)}))
 
 
 def collect(app: Celery, stuck_after_hours: float | None = None,

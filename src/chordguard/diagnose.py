@@ -158,8 +158,69 @@ def orphaned_redis_body(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
                 grace_seconds=ORPHAN_GRACE_SECONDS)
 
 
+READY_STATES = frozenset({"SUCCESS"}) | FAILED_STATES
+
+
+def lost_header(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    """A header PENDING (no result) that no worker or queue holds, once the chord is older
+    than ``facts.lost_header_grace`` (so headers still being published are not counted).
+    Needs a complete view of the holdings: every inspect command answered, every queue read."""
+    if not facts.holdings_complete or chord.age is None \
+            or chord.age.seconds < facts.lost_header_grace:
+        return None
+    lost = [p.task_id for p in chord.header if p.state in (None, "PENDING")
+            and p.held_by is None and p.task_id not in facts.queued]
+    if not lost:
+        return None
+    return make("lost_header", f"{len(lost)} header task(s) have no result and no worker or "
+                f"queue holds them, first {lost[0]}", lost=lost, age_seconds=chord.age.seconds,
+                age_basis=chord.age.basis, grace_seconds=facts.lost_header_grace,
+                workers=facts.workers)
+
+
+def unlock_storm(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    """More than one live chord_unlock chain (confirmed by two observations)."""
+    if not chord.unlock_chains or chord.unlock_chains < 2:
+        return None
+    return make("unlock_storm", f"{chord.unlock_chains} chord_unlock chains poll this chord, "
+                f"≈ {chord.unlock_chains / facts.retry_interval:g} polls/s instead of "
+                f"{1 / facts.retry_interval:g}", chains=chord.unlock_chains,
+                copies=[(c.task_id, c.retries, c.where) for c in chord.unlock_copies])
+
+
+def orphaned_unlock_body(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    """Unlock chords: every header ready, the callback PENDING, and every chord_unlock copy
+    left is revoked, so nothing will publish the callback."""
+    if chord.kind is not ChordKind.UNLOCK or not chord.header \
+            or chord.callback_state not in (None, "PENDING") \
+            or any(p.state not in READY_STATES for p in chord.header) \
+            or any(not c.revoked for c in chord.unlock_copies):
+        return None
+    return make("orphaned_body", f"all {len(chord.header)} header tasks are ready but every "
+                "chord_unlock copy left is revoked: the callback will never be published",
+                revoked=[c.task_id for c in chord.unlock_copies])
+
+
+def no_consumer(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    """A pending header or an unlock message waits in a queue no running worker consumes."""
+    consumed = facts.consumed_queues
+    if consumed is None:
+        return None
+    headers = {p.task_id: q for p in chord.header if p.state in (None, "PENDING")
+               and (q := facts.queued.get(p.task_id)) and q not in consumed}
+    unlocks = {c.task_id: c.where.removeprefix("queue:") for c in chord.unlock_copies
+               if c.where.startswith("queue:") and c.where.removeprefix("queue:") not in consumed}
+    if not headers and not unlocks:
+        return None
+    queues = sorted(set(headers.values()) | set(unlocks.values()))
+    return make("no_consumer", f"{len(headers) + len(unlocks)} message(s) wait in "
+                f"{', '.join(queues)}, which no running worker consumes", queues=queues,
+                headers=headers, unlocks=unlocks, workers=facts.workers)
+
+
 RULES: list[Rule] = [header_failed, callback_failed, counter_lost, counter_expiring,
-                     orphaned_redis_body]
+                     orphaned_redis_body, lost_header, unlock_storm, orphaned_unlock_body,
+                     no_consumer]
 
 
 def diagnose(chord: Chord, facts: ClusterFacts, stuck_after_hours: float | None = None,

@@ -63,9 +63,10 @@ class UnlockCopy:
     """One chord_unlock message seen somewhere (a worker or a queue)."""
 
     task_id: str
-    retries: int
-    where: str
+    retries: int | None  # None: the holder does not say (inspect omits it; RabbitMQ workers)
+    where: str  # "queue:<name>", "worker:<hostname> <active|reserved|scheduled>"
     eta: datetime | None = None
+    revoked: bool = False  # a worker lists its id as revoked: it will be dropped, not run
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Chord:
     deadline_at: datetime | None = None
     unlock_retries: int | None = None
     unlock_copies: list[UnlockCopy] = field(default_factory=list)
+    unlock_chains: int | None = None  # live chord_unlock chains, confirmed by two observations
     redis_keys: dict[str, int | None] = field(default_factory=dict)  # key -> TTL seconds
     evidence: dict[str, str] = field(default_factory=dict)  # figure -> where it came from
     sources: list[str] = field(default_factory=list)
@@ -135,9 +137,11 @@ class ClusterFacts:
     now: datetime
     retry_interval: float = 1.0  # result_chord_retry_interval
     chord_expires: float | None = None  # result_chord_expires or result_expires, seconds
-    workers: list[str] | None = None  # None: no worker answered or workers were not asked
+    workers: list[str] | None = None  # None: workers were not asked or the round failed
     consumed_queues: set[str] | None = None  # queues some worker consumes; None: unknown
     queued: dict[str, str] = field(default_factory=dict)  # task id -> queue holding its message
+    lost_header_grace: float = 60.0  # chordguard_lost_header_grace: seconds before lost_header
+    holdings_complete: bool = False  # every inspect command answered, every queue read in full
     breakers: dict[str, str] = field(default_factory=dict)  # callback -> breaker state (journal)
 
 

@@ -1,0 +1,360 @@
+"""Polled chords: every ``celery.chord_unlock`` copy in workers and on the broker.
+
+A chord joined by chord_unlock (database and every backend without native join) exists in
+Celery only as its unlock task's message: ``args[0]`` the group id, ``args[1]`` the callback
+signature, ``kwargs['result']`` the header result tuples ``[[id, parent], None]``. Between polls
+the message waits in a worker's timer (``inspect scheduled``) or on the broker. Header and
+callback states come from the result backend in one batch.
+
+One observation (an inspect round plus a broker peek) is not atomic: a chain moving between
+two workers, or a header between queue and worker, can look doubled or missing for a moment.
+When the first observation suggests ``unlock_storm`` or ``lost_header``, a second one about a
+poll interval later must agree before the diagnosis stands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from celery import Celery
+from celery.backends.base import Backend
+from celery.states import READY_STATES
+
+from ..deadline import within_each
+from ..diagnose import lost_header, unlock_storm
+from ..model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart, UnlockCopy
+from . import Source, backend_url
+from .broker import BrokerView, TaskMessage, peek
+from .results import TaskState, read_states
+from .workers import HeldRequest, WorkerSurvey, survey
+
+UNLOCK_TASK = "celery.chord_unlock"
+CONFIRM_PAUSE = 1.0
+OBSERVE_TIMEOUT = 7.0
+_QUOTED = re.compile(r"['\"]([0-9A-Za-z][\w.:@-]{7,})['\"]")
+_CALLBACK_ID = re.compile(r"['\"]task_id['\"]:\s*['\"]([^'\"]+)['\"]")
+
+
+def joins_by_unlock(app: Celery) -> bool:
+    """True when the app's result backend joins chords with celery.chord_unlock."""
+    try:
+        backend = app.backend
+    except Exception:  # a backend that cannot even be built: let read() report why
+        return backend_url(app).startswith("db+")
+    apply_chord = getattr(getattr(backend, "apply_chord", None), "__func__", None)
+    allowed = type(backend).ensure_chords_allowed is Backend.ensure_chords_allowed
+    return apply_chord is Backend.apply_chord and allowed
+
+
+@dataclass
+class Sighting:
+    """One chord_unlock message, where it was seen and what it says."""
+
+    group_id: str
+    copy: UnlockCopy
+    on_broker: bool  # False: only a worker reported it
+    waiting: bool  # a message that will run later (not one being executed now)
+    callback: dict[str, Any] | None = None
+    header_ids: list[str] = field(default_factory=list)
+    interval: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Observation:
+    """An inspect round plus a broker peek, and the unlock copies they show."""
+
+    survey: WorkerSurvey | None
+    view: BrokerView | None
+    sightings: list[Sighting] = field(default_factory=list)
+
+    def holders(self) -> dict[str, str]:
+        """Task id -> where its message is: ``worker:<host> <state>`` or ``queue:<name>``."""
+        out: dict[str, str] = {}
+        for message in self.view.messages if self.view else []:
+            if message.task_id:
+                out[message.task_id] = ("worker (unacked, " + message.queue + ")") \
+                    if message.held else f"queue:{message.queue}"
+        for request in self.survey.requests if self.survey else []:
+            out[request.task_id] = f"worker:{request.hostname} {request.state}"
+        return out
+
+    def queued(self) -> dict[str, str]:
+        return {m.task_id: m.queue for m in self.view.messages if m.task_id and not m.held} \
+            if self.view else {}
+
+    def chains(self, group_id: str) -> int:
+        """Live chains: waiting copies not revoked, or 1 if only a running copy is seen."""
+        mine = [s for s in self.sightings if s.group_id == group_id and not s.copy.revoked]
+        waiting = [s for s in mine if s.waiting]
+        return max(len(waiting), 1 if mine else 0)
+
+
+def candidate_queues(app: Celery, consumed: set[str]) -> set[str]:
+    """The app's queues, the queues its routes name, and those workers consume."""
+    names = set(app.amqp.queues) | set(consumed) | {app.conf.task_default_queue}
+    routes = app.conf.task_routes or ()
+    for table in routes if isinstance(routes, list | tuple) else [routes]:
+        if isinstance(table, dict):
+            for target in table.values():
+                queue = target.get("queue") if isinstance(target, dict) else target
+                name = getattr(queue, "name", queue)
+                if isinstance(name, str):
+                    names.add(name)
+    return {n for n in names if n}
+
+
+def observe(app: Celery, limit: int | None = None) -> tuple[Observation, list[str]]:
+    """One observation; ``limit``: stop waiting for inspect replies after that many."""
+    configured = candidate_queues(app, set())
+    outcomes = within_each(OBSERVE_TIMEOUT, {  # side by side, so both see the same moment
+        "inspect": lambda: survey(app, limit=limit), "peek": lambda: peek(app, configured)})
+    found, view = outcomes["inspect"], outcomes["peek"]
+    if isinstance(view, BaseException):
+        raise view
+    problems = [view.note] if view.note else []
+    if isinstance(found, BaseException):
+        found, problems = None, [*problems, f"inspect: {found}"]
+    else:
+        problems += [f"inspect {cmd}: {why}" for cmd, why in found.failed.items()]
+        if extra := found.consumed_queues - configured:
+            view.merge(peek(app, extra, include_held=False))
+    observation = Observation(found, view)
+    observation.sightings = _sightings(found, view)
+    return observation, problems
+
+
+def _sightings(found: WorkerSurvey | None, view: BrokerView) -> list[Sighting]:
+    revoked = found.revoked if found else set()
+    by_worker: dict[str, list[HeldRequest]] = {}
+    for request in found.requests if found else []:
+        if request.name == UNLOCK_TASK:
+            by_worker.setdefault(request.task_id, []).append(request)
+    out: list[Sighting] = []
+    matched: dict[str, int] = {}
+    for message in view.messages:
+        if message.name != UNLOCK_TASK or not message.task_id:
+            continue
+        where = f"queue:{message.queue}"
+        if message.held:
+            holders = by_worker.get(message.task_id, [])
+            index = matched.get(message.task_id, 0)
+            matched[message.task_id] = index + 1
+            where = (f"worker:{holders[index].hostname} {holders[index].state} (unacked)"
+                     if index < len(holders) else f"unacked ({message.queue})")
+        sighting = _from_message(message, where, message.task_id in revoked)
+        if sighting is not None:
+            out.append(sighting)
+    for task_id, requests in by_worker.items():
+        for request in requests[matched.get(task_id, 0):]:
+            sighting = _from_request(request, task_id in revoked, view.sees_held)
+            if sighting is not None:
+                out.append(sighting)
+    return out
+
+
+def _from_message(message: TaskMessage, where: str, revoked: bool) -> Sighting | None:
+    copy = UnlockCopy(message.task_id or "?", message.retries, where, message.eta, revoked)
+    if message.undecodable is None:
+        return _from_args(message.args, message.kwargs, copy, on_broker=True, waiting=True)
+    return _from_reprs(message, copy)
+
+
+def _from_request(request: HeldRequest, revoked: bool, broker_sees_held: bool,
+                  ) -> Sighting | None:
+    copy = UnlockCopy(request.task_id, None, f"worker:{request.hostname} {request.state}",
+                      request.eta, revoked)
+    waiting = request.state != "active" and not broker_sees_held
+    return _from_args(request.args, request.kwargs, copy, on_broker=False, waiting=waiting)
+
+
+def _from_args(args: Any, kwargs: Any, copy: UnlockCopy, on_broker: bool, waiting: bool,
+               ) -> Sighting | None:
+    if not isinstance(args, list | tuple) or not args or not isinstance(args[0], str):
+        return None
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
+    callback = args[1] if len(args) > 1 and isinstance(args[1], dict) else None
+    interval = kwargs.get("interval")
+    return Sighting(args[0], copy, on_broker, waiting, callback,
+                    header_ids(kwargs.get("result")),
+                    float(interval) if isinstance(interval, int | float) else None)
+
+
+def _from_reprs(message: TaskMessage, copy: UnlockCopy) -> Sighting | None:
+    """An unlock message whose body is not JSON: ids from its argsrepr/kwargsrepr headers."""
+    ids = _QUOTED.findall(message.argsrepr or "")
+    if not ids:
+        return None
+    callback_id = _CALLBACK_ID.search(message.argsrepr or "")
+    callback = {"options": {"task_id": callback_id.group(1)}} if callback_id else None
+    taken = {ids[0], callback_id.group(1) if callback_id else None}
+    headers = [i for i in _QUOTED.findall(message.kwargsrepr or "") if i not in taken]
+    return Sighting(ids[0], copy, True, True, callback, headers,
+                    note=f"body not decoded ({message.undecodable}); ids read from "
+                    "argsrepr/kwargsrepr, which Celery may truncate")
+
+
+def header_ids(result: Any) -> list[str]:
+    """Task ids of the header, from result tuples ``[[id, parent], children-or-None]``."""
+    out: list[str] = []
+
+    def walk(node: Any) -> None:
+        if not isinstance(node, list | tuple) or len(node) != 2:
+            return
+        head, children = node
+        if isinstance(children, list | tuple) and children:
+            for child in children:
+                walk(child)
+        elif isinstance(head, list | tuple) and head and isinstance(head[0], str):
+            out.append(head[0])
+
+    for node in result or []:
+        walk(node)
+    return out
+
+
+def build(observations: list[Observation], states: dict[str, TaskState], facts: ClusterFacts,
+          ) -> list[Chord]:
+    """Chords from the sightings of every observation (the latest copies win)."""
+    latest = observations[-1]
+    holders: dict[str, str] = {}
+    for observation in observations:
+        holders.update(observation.holders())
+    groups: dict[str, list[Sighting]] = {}
+    for observation in observations:
+        for sighting in observation.sightings:
+            groups.setdefault(sighting.group_id, [])
+    for group_id in groups:
+        for observation in reversed(observations):
+            mine = [s for s in observation.sightings if s.group_id == group_id]
+            if mine:
+                groups[group_id] = mine
+                break
+    chords = []
+    for group_id, sightings in groups.items():
+        chains = min(o.chains(group_id) for o in observations) if group_id in \
+            {s.group_id for s in latest.sightings} else 0
+        chords.append(_chord(group_id, sightings, holders, states, facts, chains))
+    return chords
+
+
+def _chord(group_id: str, sightings: list[Sighting], holders: dict[str, str],
+           states: dict[str, TaskState], facts: ClusterFacts, chains: int) -> Chord:
+    best = max(sightings, key=lambda s: (s.callback is not None, len(s.header_ids)))
+    callback = best.callback or {}
+    callback_id = (callback.get("options") or {}).get("task_id")
+    chord = Chord(id=group_id, kind=ChordKind.UNLOCK, callback_name=callback.get("task"),
+                  callback_id=callback_id, callback_signature=best.callback or None,
+                  unlock_copies=[s.copy for s in sightings], unlock_chains=chains,
+                  sources=["unlock"])
+    if callback_id:
+        known = states.get(callback_id)
+        chord.callback_state = known.state if known else "PENDING"
+    for index, task_id in enumerate(best.header_ids):
+        known = states.get(task_id)
+        chord.header.append(HeaderPart(
+            task_id, known.state if known else "PENDING", index,
+            date_done=known.date_done if known else None,
+            result=known.result if known else None,
+            traceback=known.traceback if known else None, held_by=holders.get(task_id)))
+    chord.total = len(chord.header)
+    chord.done = sum(1 for p in chord.header if p.state in READY_STATES)
+    chord.failed = sum(1 for p in chord.header if p.state in READY_STATES - {"SUCCESS"})
+    retries = [s.copy.retries for s in sightings if s.copy.retries is not None]
+    chord.unlock_retries = max(retries) if retries else None
+    interval = next((s.interval for s in sightings if s.interval), None) or facts.retry_interval
+    _timings(chord, interval, facts.now)
+    chord.evidence.update({
+        "unlock copies": "; ".join(sorted({s.copy.where for s in sightings})),
+        "unlock retries": "the 'retries' header of unlock messages on the broker"
+        if retries else "unknown: workers do not report a held message's retries",
+        "header ids": "kwargs['result'] of the chord_unlock message",
+    })
+    for note in {s.note for s in sightings if s.note}:
+        chord.evidence["unreadable unlock body"] = note
+    return chord
+
+
+def _timings(chord: Chord, interval: float, now: datetime) -> None:
+    done = [p.date_done for p in chord.header if p.date_done is not None]
+    bounds: list[tuple[float, str]] = []
+    if chord.unlock_retries:
+        bounds.append((chord.unlock_retries * interval,
+                       f"{chord.unlock_retries:,} unlock retries at {interval:g} s"))
+    if done:
+        earliest = min(done)
+        bounds.append(((now - earliest).total_seconds(),
+                       f"the earliest header finished at {earliest:%Y-%m-%d %H:%M:%S} UTC"))
+        latest = max(done)
+        chord.idle = Duration(max(0.0, (now - latest).total_seconds()),
+                              f"since the latest header finished ({latest:%H:%M:%S} UTC)")
+    if bounds:
+        seconds, basis = max(bounds)
+        others = "; also " + ", ".join(b for _, b in bounds if b != basis) if len(bounds) > 1 \
+            else ""
+        chord.age = Duration(max(0.0, seconds), f"{basis} (Celery keeps no creation time){others}",
+                             lower_bound=True)
+
+
+def _facts_from(observations: list[Observation], facts: ClusterFacts) -> ClusterFacts:
+    """``facts`` with the workers, consumed queues and queued ids the observations show."""
+    surveys = [o.survey for o in observations if o.survey is not None]
+    if not surveys:
+        return dataclasses.replace(facts)
+    consumed = set().union(*(s.consumed_queues for s in surveys))
+    for observation in observations:
+        for queue in observation.view.queues.values() if observation.view else []:
+            if queue.consumers:
+                consumed.add(queue.name)
+    queued: dict[str, str] = {}
+    for observation in observations:
+        queued.update(observation.queued())
+    complete = all(o.survey is not None and not o.survey.failed and o.view is not None
+                   and o.view.complete for o in observations)
+    return dataclasses.replace(facts, workers=surveys[-1].workers, consumed_queues=consumed,
+                               queued={**facts.queued, **queued}, holdings_complete=complete)
+
+
+def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
+    """Every chord with an unlock copy in sight; fills ``facts`` (workers, queues, queued)."""
+    first, problems = observe(app)
+    observations = [first]
+    states, how = read_states(app, _ids(observations))
+    interim = _facts_from(observations, facts)
+    chords = build(observations, states, interim)
+    if any(unlock_storm(c, interim) or lost_header(c, interim) for c in chords):
+        time.sleep(max(CONFIRM_PAUSE, min(facts.retry_interval, 3.0)))
+        workers = first.survey.workers if first.survey else []
+        second, more = observe(app, limit=len(workers) or None)
+        observations.append(second)
+        problems += more
+        states.update(read_states(app, _ids(observations))[0])
+        interim = _facts_from(observations, facts)
+        chords = build(observations, states, interim)
+    for chord in chords:
+        chord.evidence["header states"] = f"result backend: {how} (no result reads PENDING)"
+        chord.evidence["observations"] = f"{len(observations)} (inspect round + broker peek)" + \
+            ("; problems: " + "; ".join(dict.fromkeys(problems)) if problems else "")
+    facts.workers, facts.consumed_queues = interim.workers, interim.consumed_queues
+    facts.holdings_complete = interim.holdings_complete
+    facts.queued.update(interim.queued)
+    return chords
+
+
+def _ids(observations: list[Observation]) -> list[str]:
+    ids: list[str] = []
+    for observation in observations:
+        for sighting in observation.sightings:
+            ids += sighting.header_ids
+            callback_id = ((sighting.callback or {}).get("options") or {}).get("task_id")
+            if callback_id:
+                ids.append(callback_id)
+    return ids
+
+
+SOURCE = Source("unlock", joins_by_unlock, read)

@@ -1,0 +1,123 @@
+"""One bounded ``inspect`` round: what every running worker holds and which queues it consumes.
+
+The commands (active, reserved, scheduled, active_queues, revoked) are broadcast side by side,
+each through its own ``Control`` so their reply queues never steal each other's replies. Replies
+are accepted as JSON only (a pickle reply is refused, never loaded). A request's
+``time_start`` is deliberately ignored: in the prefork pool it is a monotonic clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from celery import Celery
+from celery.app.control import Control, flatten_reply
+
+from ..deadline import within_each
+from ..errors import UnreachableError
+
+INSPECT_TIMEOUT = 2.0
+COMMANDS = ("active", "reserved", "scheduled", "active_queues", "revoked")
+
+
+@dataclass
+class HeldRequest:
+    """A task request a worker holds: executing (active), prefetched (reserved) or waiting
+    for its ETA in the worker's timer (scheduled)."""
+
+    task_id: str
+    name: str | None
+    args: Any
+    kwargs: Any
+    hostname: str
+    state: str  # "active" | "reserved" | "scheduled"
+    eta: datetime | None = None
+    routing_key: str | None = None
+
+
+@dataclass
+class WorkerSurvey:
+    """The answers of one inspect round."""
+
+    workers: list[str]
+    consumed_queues: set[str]
+    requests: list[HeldRequest] = field(default_factory=list)
+    revoked: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)  # command -> why it got no answer
+
+    def holders(self) -> dict[str, list[HeldRequest]]:
+        """Task id -> every request for it, in every worker."""
+        out: dict[str, list[HeldRequest]] = {}
+        for request in self.requests:
+            out.setdefault(request.task_id, []).append(request)
+        return out
+
+
+def survey(app: Celery, timeout: float = INSPECT_TIMEOUT, limit: int | None = None,
+           ) -> WorkerSurvey:
+    """Ask every worker of ``app`` (its control exchange) what it holds, at most ``timeout``
+    seconds after the last reply; ``limit`` stops waiting after that many replies.
+
+    Raises UnreachableError when no command could be broadcast at all.
+    """
+    calls = {cmd: (lambda cmd=cmd: _broadcast(app, cmd, timeout, limit)) for cmd in COMMANDS}
+    outcomes = within_each(timeout * 2 + 3, calls)
+    replies: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
+    for cmd, outcome in outcomes.items():
+        if isinstance(outcome, BaseException):
+            failed[cmd] = str(outcome) or type(outcome).__name__
+        else:
+            replies[cmd] = outcome
+    if not replies:
+        raise UnreachableError("no inspect command could be broadcast: "
+                               + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+    return parse(replies, failed)
+
+
+def _broadcast(app: Celery, command: str, timeout: float, limit: int | None,
+               ) -> dict[str, Any]:
+    control = Control(app)
+    control.mailbox.accept = ["json"]
+    return flatten_reply(control.broadcast(command, reply=True, timeout=timeout, limit=limit)
+                         or [])
+
+
+def parse(replies: dict[str, dict[str, Any]], failed: dict[str, str]) -> WorkerSurvey:
+    """Turn the raw ``{command: {hostname: reply}}`` answers into a survey."""
+    hosts: set[str] = set()
+    for by_host in replies.values():
+        hosts.update(by_host)
+    consumed = {q["name"] for queues in replies.get("active_queues", {}).values()
+                for q in queues or [] if isinstance(q, dict) and q.get("name")}
+    requests: list[HeldRequest] = []
+    for state in ("active", "reserved"):
+        for host, infos in replies.get(state, {}).items():
+            requests += [r for info in infos or [] if (r := _request(info, host, state))]
+    for host, entries in replies.get("scheduled", {}).items():
+        for entry in entries or []:
+            request = _request(entry.get("request") or {}, host, "scheduled")
+            if request is not None:
+                request.eta = request.eta or _datetime(entry.get("eta"))
+                requests.append(request)
+    revoked = {tid for ids in replies.get("revoked", {}).values() for tid in ids or []}
+    return WorkerSurvey(sorted(hosts), consumed, requests, revoked, failed)
+
+
+def _request(info: dict[str, Any], host: str, state: str) -> HeldRequest | None:
+    if not isinstance(info, dict) or not info.get("id"):
+        return None
+    delivery = info.get("delivery_info") or {}
+    return HeldRequest(task_id=info["id"], name=info.get("name") or info.get("type"),
+                       args=info.get("args"), kwargs=info.get("kwargs"),
+                       hostname=info.get("hostname") or host, state=state,
+                       routing_key=delivery.get("routing_key"))
+
+
+def _datetime(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except (TypeError, ValueError):
+        return None
