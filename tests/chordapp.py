@@ -117,6 +117,11 @@ def register_tasks(app: Celery) -> None:
         trace_redis().rpush(key, json.dumps(values))
         return len(values)
 
+    @app.task(shared=False, name="t.note")
+    def note(value, key):
+        """An errback (gets the failed task's id) that leaves one Redis list entry per run."""
+        trace_redis().rpush(key, json.dumps(value))
+
     @app.task(shared=False, name="t.stamp")
     def stamp(value=None):
         """A header that returns the wall time it finished at."""
@@ -180,11 +185,6 @@ def pause_after_retry(namespace: str, task_name: str, seconds: float = 600.0) ->
     after_task_publish.connect(pause, weak=False)
 
 
-def trace_redis():
-    import redis
-
-    return redis.Redis.from_url(os.environ.get("CG_TEST_REDIS", "redis://127.0.0.1:6379/0"))
-
 def trace_unlock(namespace: str) -> None:
     """Record every celery.chord_unlock run (retry count, time) in the Redis list
     ``cg:<namespace>:unlock``: two chains of one chord show the same retry count twice."""
@@ -198,6 +198,11 @@ def trace_unlock(namespace: str) -> None:
 
     task_prerun.connect(record, weak=False)
 
+
+def trace_redis():
+    import redis
+
+    return redis.Redis.from_url(os.environ.get("CG_TEST_REDIS", "redis://127.0.0.1:6379/0"))
 
 
 def app_from_env() -> Celery:

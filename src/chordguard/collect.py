@@ -11,10 +11,10 @@ from celery import Celery
 from .deadline import within_each
 from .diagnose import diagnose
 from .model import Chord, ClusterFacts, Snapshot, SourceReport
-from .sources import Source, journal, redis_chords, unlock_chords
+from .sources import Source, durable, journal, redis_chords, unlock_chords
 from .urls import mask_text
 
-SOURCES: list[Source] = [journal.SOURCE, redis_chords.SOURCE, unlock_chords.SOURCE]
+SOURCES: list[Source] = [journal.SOURCE, redis_chords.SOURCE, unlock_chords.SOURCE, durable.SOURCE]
 SOURCE_TIMEOUT = 8.0
 
 

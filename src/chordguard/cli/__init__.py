@@ -120,6 +120,7 @@ def _build_groups() -> tuple[click.Group, click.Group]:
         demo,
         dlq,
         doctor,
+        durable,
         fix,
         monitor,
         serve,

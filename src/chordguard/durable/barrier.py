@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from kombu.utils.json import dumps, loads
 
 CLAIM_GRACE = 30.0  # a dispatch claim older than this, not yet published, is re-dispatched
+# (``chordguard_claim_grace`` in app.conf overrides it; see ``claim_grace``)
 KEEP_SECONDS = 86400.0  # finished barriers are kept this long for the monitor and handles
 MAX_OUTCOME_BYTES = 1_000_000  # larger callback results are not copied into the barrier
 
@@ -152,6 +153,11 @@ class BarrierStore(Protocol):
 
     def lock(self, name: str, holder: str, ttl: float, now: float) -> bool:
         """Take or renew a lease held by ``holder`` for ``ttl`` seconds."""
+
+
+def claim_grace(conf: Any) -> float:
+    """Seconds a dispatch claim may stay unpublished before the reaper takes it over."""
+    return float(conf.get("chordguard_claim_grace") or CLAIM_GRACE)
 
 
 def succeeded(task_id: str, result: Any) -> str:

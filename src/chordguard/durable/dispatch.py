@@ -45,6 +45,9 @@ def fail_chord(app: Celery, barrier: Barrier, reason: str) -> None:
     callback = app.signature(barrier.callback)
     exc = ChordError(f"durable chord {barrier.id} failed: {reason}")
     try:
-        app.backend.chord_error_from_stack(callback, exc)
+        try:
+            raise exc  # Celery records the failure from the current exception's stack
+        except ChordError:
+            app.backend.chord_error_from_stack(callback, exc)
     except Exception:  # an errback or the result backend failed: the barrier says why anyway
         logger.exception("durable chord %s: running the callback's errbacks failed", barrier.id)

@@ -20,7 +20,15 @@ from kombu.utils.json import dumps
 
 from ..errors import UnreachableError
 from ..store.connections import store_url
-from .barrier import MAX_OUTCOME_BYTES, BarrierState, Outcome, Policy, failed, succeeded
+from .barrier import (
+    MAX_OUTCOME_BYTES,
+    BarrierState,
+    Outcome,
+    Policy,
+    claim_grace,
+    failed,
+    succeeded,
+)
 from .dispatch import CALLBACK_KEY, HEADER_KEY, dispatch, fail_chord
 from .lazy import LazyResults, referenced_id
 from .store import open_barriers
@@ -50,7 +58,7 @@ def record_part(app: Celery, meta: dict[str, Any], task_id: str, envelope: str,
     store = open_barriers(url)
     completion = _with_retries(lambda: store.complete(
         meta["b"], int(meta["i"]), envelope, is_failure, time.time(), uuid.uuid4().hex,
-        app=meta.get("a") or app.main, reason=reason))
+        app=meta.get("a") or app.main, grace=claim_grace(app.conf), reason=reason))
     if completion.outcome is Outcome.DISPATCH and completion.barrier is not None:
         dispatch(app, store, completion.barrier, completion.envelopes)
     elif completion.outcome is Outcome.FAIL and completion.barrier is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from celery import Celery
 
-from .barrier import CLAIM_GRACE, BarrierState, BarrierStore
+from .barrier import BarrierState, BarrierStore, claim_grace
 from .dispatch import dispatch, fail_chord
 from .store import barriers_for
 
@@ -34,10 +34,10 @@ class ReapReport:
 
 
 def reap(app: Celery, store: str | None = None, holder: str | None = None,
-         lease: float = 30.0, claim_grace: float = CLAIM_GRACE,
-         now: float | None = None) -> ReapReport:
+         lease: float = 30.0, now: float | None = None) -> ReapReport:
     """One pass over the app's barriers that are due; see the module docstring."""
     barriers = barriers_for(app, store)
+    grace = claim_grace(app.conf)
     now = time.time() if now is None else now
     if not barriers.lock(f"reaper:{app.main}", holder or _holder(), lease, now):
         return ReapReport(locked=False)
@@ -51,7 +51,7 @@ def reap(app: Celery, store: str | None = None, holder: str | None = None,
                 fail_chord(app, failed, reason)
                 report.failed[barrier.id] = reason
         elif barrier.state is BarrierState.DISPATCHING \
-                and _redispatch(app, barriers, barrier.id, now, claim_grace):
+                and _redispatch(app, barriers, barrier.id, now, grace):
             report.redispatched.append(barrier.id)
     return report
 

@@ -1,0 +1,91 @@
+"""Durable chords: in-flight barriers of this app read from chordguard's store.
+
+Every figure is exact: the barrier keeps its creation time, its last progress, its deadline
+and its counts. Header parts are listed for chords of at most ``LIST_PARTS`` parts.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+from celery import Celery
+from kombu.utils.json import loads
+
+from ..durable.barrier import Barrier, BarrierStore, Policy
+from ..durable.store import barriers_for
+from ..model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart
+from ..store.connections import DEFAULT_STORE
+from . import Source
+
+NAME = "durable"
+LIST_PARTS = 200
+
+
+def applies(app: Celery) -> bool:
+    """A store is configured, or the default SQLite file exists here."""
+    if app.conf.get("chordguard_store") or os.environ.get("CHORDGUARD_STORE"):
+        return True
+    return os.path.exists(DEFAULT_STORE.removeprefix("sqlite:///"))
+
+
+def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
+    store = barriers_for(app)
+    now = facts.now.timestamp()
+    return [to_chord(store, b, now) for b in store.in_flight(app.main or "")]
+
+
+def to_chord(store: BarrierStore, barrier: Barrier, now: float) -> Chord:
+    chord = Chord(id=barrier.id, kind=ChordKind.DURABLE, sources=[NAME],
+                  callback_name=barrier.callback_name, callback_id=barrier.callback_id,
+                  callback_state=_callback_state(barrier), total=barrier.total,
+                  done=barrier.done, failed=barrier.failed,
+                  created_at=_when(barrier.created_at), deadline_at=_when(barrier.deadline_at),
+                  callback_signature=barrier.callback)
+    chord.age = Duration(max(0.0, now - barrier.created_at), "exact: barrier created_at")
+    chord.idle = Duration(max(0.0, now - barrier.updated_at),
+                          "exact: since the barrier last changed (a part finished)")
+    chord.evidence.update({
+        "total": f"{barrier.total} header parts (barrier)",
+        "done": f"{barrier.done} parts recorded in the barrier",
+        "state": f"barrier {barrier.state.value}; on header failure: {barrier.policy.value}",
+        "deadline": f"{_when(barrier.deadline_at).isoformat()}; stall timeout "
+                    f"{barrier.stall_seconds:g} s",
+    })
+    if barrier.total <= LIST_PARTS:
+        chord.header = _parts(store, barrier)
+    return chord
+
+
+def _parts(store: BarrierStore, barrier: Barrier) -> list[HeaderPart]:
+    full = store.get(barrier.id, with_header_ids=True)
+    ids = full.header_ids if full else []
+    envelopes = store.envelopes(barrier.id, 0, barrier.total)
+    parts = []
+    for index, (task_id, envelope) in enumerate(zip(ids, envelopes, strict=False)):
+        value = loads(envelope) if envelope else None
+        parts.append(HeaderPart(task_id=task_id, index=index, state=_part_state(value, barrier),
+                                result=None if value is None else value.get("result"),
+                                traceback=None if value is None else value.get("error")))
+    return parts
+
+
+def _part_state(envelope: dict | None, barrier: Barrier) -> str:
+    if envelope is None:
+        return "PENDING"
+    if envelope.get("status") != "failed":
+        return "SUCCESS"
+    # under "continue" a failed part is expected input for the callback, not a broken chord
+    return "FAILURE" if barrier.policy is Policy.FAIL else "FAILED_CONTINUED"
+
+
+def _callback_state(barrier: Barrier) -> str:
+    return {"waiting": "PENDING", "dispatching": "PENDING", "dispatched": "SENT"}.get(
+        barrier.state.value, barrier.state.value.upper())
+
+
+def _when(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+SOURCE = Source(NAME, applies, read)

@@ -1,0 +1,163 @@
+"""durable_chord with real workers, on a Redis store and a PostgreSQL store.
+
+No result backend anywhere unless a test says so: the barrier alone joins the chord.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from chordguard.durable import durable_chord, reap
+from chordguard.durable.dispatch import HEADER_KEY
+from chordguard.durable.store import barriers_for
+from chordguard.errors import DurableChordFailed
+from tests.cluster import AMQP_URL, PG_BACKEND, PG_URL, REDIS_URL, wait_for
+from tests.durable_helpers import STORES, Trace
+
+
+@pytest.fixture(params=list(STORES))
+def store(request):
+    return STORES[request.param]
+
+
+@pytest.fixture
+def trace():
+    trace = Trace()
+    yield trace
+    trace.close()
+
+
+def durable_conf(store: str, **extra) -> dict:
+    return {"cg_durable": True, "chordguard_store": store, "task_ignore_result": True, **extra}
+
+
+def test_results_in_header_order_without_a_result_backend(make_cluster, store, trace):
+    cluster = make_cluster(REDIS_URL, None, durable_conf(store))
+    cluster.start_worker(concurrency=5)
+    app = cluster.app
+    # later parts finish first: the callback must still see header order
+    handle = durable_chord([app.signature("t.sleep", (0.2 * (5 - i), i)) for i in range(5)],
+                           app.signature("t.record", kwargs={"key": trace.key}))
+    assert handle.get(timeout=30) == 5
+    assert trace.entries() == [[0, 1, 2, 3, 4]]
+    assert handle.state == "succeeded" and handle.progress.done == 5
+
+
+def test_a_header_delivered_twice_is_counted_once(make_cluster, store, trace):
+    cluster = make_cluster(REDIS_URL, None, durable_conf(store))
+    app = cluster.app
+    header = [app.signature("t.echo", (i,)) for i in range(4)]
+    handle = durable_chord(header, app.signature("t.record", kwargs={"key": trace.key}))
+    barrier = handle.barrier()
+    ids = barriers_header_ids(handle)
+    for index, task_id in enumerate(ids):  # the same message again: same id, same part
+        app.send_task("t.echo", (index,), task_id=task_id,
+                      headers={HEADER_KEY: {"b": barrier.id, "i": index, "a": app.main,
+                                            "s": None}})
+    worker = cluster.start_worker(concurrency=4)
+    assert handle.get(timeout=30) == 4
+    wait_for(lambda: len(re.findall(r"Task t\.echo\[[^]]+\] succeeded", worker.output())) == 8,
+             what="all eight header deliveries to run")
+    time.sleep(0.5)
+    assert trace.entries() == [[0, 1, 2, 3]]
+    assert handle.progress.done == 4
+
+
+def test_sigkilled_worker_with_acks_late_exactly_one_callback(make_cluster, store, trace):
+    cluster = make_cluster(AMQP_URL, None, durable_conf(
+        store, task_acks_late=True, worker_prefetch_multiplier=1))
+    first = cluster.start_worker(concurrency=3)
+    app = cluster.app
+    handle = durable_chord([app.signature("t.sleep", (1.5, i)) for i in range(6)],
+                           app.signature("t.record", kwargs={"key": trace.key}))
+    wait_for(lambda: first.output().count("] received") >= 3, what="headers to start")
+    first.kill()
+    assert handle.progress.done == 0
+    second = cluster.start_worker(concurrency=3)
+    assert handle.get(timeout=60) == 6
+    assert trace.entries() == [[0, 1, 2, 3, 4, 5]]
+    received = set(re.findall(r"Task t\.sleep\[([^]]+)\] received", first.output()))
+    again = set(re.findall(r"Task t\.sleep\[([^]]+)\] received", second.output()))
+    assert received & again, "no header was redelivered after SIGKILL"
+
+
+def test_worker_killed_between_claim_and_publish_is_redispatched_once(make_cluster, store,
+                                                                       trace):
+    cluster = make_cluster(REDIS_URL, None, durable_conf(store, chordguard_claim_grace=1.0))
+    stalled = cluster.start_worker(conf={"cg_stall_publish_of": "t.record"})
+    app = cluster.app
+    handle = durable_chord([app.signature("t.echo", (i,)) for i in range(2)],
+                           app.signature("t.record", kwargs={"key": trace.key}))
+    wait_for(lambda: handle.state == "dispatching", what="the dispatch claim")
+    stalled.kill()
+    cluster.start_worker()
+    time.sleep(1.2)
+    report = reap(app)
+    assert report.redispatched == [handle.id]
+    assert handle.get(timeout=30) == 2
+    assert reap(app).redispatched == []
+    assert trace.entries() == [[0, 1]]
+
+
+def test_fail_policy_fails_at_once_and_runs_errbacks(make_cluster, store, trace):
+    cluster = make_cluster(REDIS_URL, PG_BACKEND, durable_conf(store))
+    cluster.start_worker(concurrency=3)
+    app = cluster.app
+    errors = Trace()
+    callback = app.signature("t.record", kwargs={"key": trace.key})
+    callback.link_error(app.signature("t.note", kwargs={"key": errors.key}))
+    handle = durable_chord([app.signature("t.echo", (1,)), app.signature("t.fail", ("bad",)),
+                            app.signature("t.sleep", (5, 2))], callback)
+    with pytest.raises(DurableChordFailed, match=r"header part 1 .* RuntimeError: bad"):
+        handle.get(timeout=30)
+    assert handle.progress.done < 3  # failed before the slow header finished
+    wait_for(lambda: errors.entries() == [handle.callback_id], what="the errback")
+    assert app.AsyncResult(handle.callback_id).state == "FAILURE"
+    assert trace.entries() == []
+    errors.close()
+
+
+def test_continue_policy_hands_every_envelope_to_the_callback(make_cluster, store, trace):
+    cluster = make_cluster(REDIS_URL, None, durable_conf(store))
+    cluster.start_worker(concurrency=3)
+    app = cluster.app
+    handle = durable_chord([app.signature("t.echo", (1,)), app.signature("t.fail", ("bad",))],
+                           app.signature("t.record", kwargs={"key": trace.key}),
+                           on_header_failure="continue")
+    assert handle.get(timeout=30) == 2
+    [envelopes] = trace.entries()
+    assert [e["status"] for e in envelopes] == ["succeeded", "failed"]
+    assert envelopes[0]["result"] == 1
+    assert (envelopes[1]["type"], envelopes[1]["error"]) == ("RuntimeError", "bad")
+
+
+def test_racing_final_completions_on_two_workers(make_cluster, trace):
+    cluster = make_cluster(REDIS_URL, None, durable_conf(PG_URL))
+    cluster.start_worker(concurrency=3)
+    cluster.start_worker(concurrency=3)
+    app = cluster.app
+    at = time.time() + 1.5
+    handles = [durable_chord([app.signature("t.sleep_until", (at, n)) for n in (c, c)],
+                             app.signature("t.record", kwargs={"key": trace.key}))
+               for c in range(3)]
+    assert [h.get(timeout=30) for h in handles] == [2, 2, 2]
+    time.sleep(0.3)
+    assert sorted(trace.entries()) == [[0, 0], [1, 1], [2, 2]]
+
+
+def test_ten_thousand_headers(make_cluster, store):
+    cluster = make_cluster(REDIS_URL, None, durable_conf(store))
+    cluster.start_worker(concurrency=4)
+    app = cluster.app
+    handle = durable_chord([app.signature("t.add", (i, i)) for i in range(10_000)],
+                           app.signature("t.tsum"))
+    assert handle.barrier().by_reference
+    assert handle.get(timeout=150) == sum(2 * i for i in range(10_000))
+    assert handle.progress.done == 10_000
+
+
+def barriers_header_ids(handle) -> list[str]:
+    return barriers_for(handle.app).get(handle.id, with_header_ids=True).header_ids

@@ -1,0 +1,111 @@
+"""Barrier stores against the real services: atomic count-down, exactly one claim under races,
+duplicates ignored, failure policies, claim recovery, the reaper lease."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from chordguard.durable.barrier import BarrierState, Outcome, Policy, failed, succeeded
+from chordguard.durable.store import open_barriers
+from tests.durable_helpers import STORES, new_barrier
+
+
+@pytest.fixture(params=[*STORES, "sqlite"])
+def store(request, tmp_path):
+    url = STORES.get(request.param) or f"sqlite:///{tmp_path}/barriers.sqlite"
+    return open_barriers(url)
+
+
+def complete(store, barrier, index, ok=True, app="t"):
+    envelope = succeeded(f"h{index}", index) if ok else failed(f"h{index}", RuntimeError("x"))
+    return store.complete(barrier.id, index, envelope, not ok, time.time(), uuid.uuid4().hex,
+                          app=app)
+
+
+def test_racing_final_completions_claim_exactly_once(store):
+    app = "race-" + uuid.uuid4().hex[:8]
+    for _ in range(15):
+        barrier = new_barrier(2, app)
+        store.create(barrier)
+        outcomes: list[Outcome] = []
+        start = threading.Barrier(4)
+
+        def finish(index: int, barrier=barrier) -> None:
+            start.wait()
+            outcomes.append(complete(store, barrier, index, app=app).outcome)
+
+        threads = [threading.Thread(target=finish, args=(i,)) for i in (0, 1, 0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(outcomes) == sorted([Outcome.DISPATCH, Outcome.COUNTED,
+                                           Outcome.DUPLICATE, Outcome.DUPLICATE])
+        assert store.get(barrier.id).state is BarrierState.DISPATCHING
+
+
+def test_dispatch_carries_envelopes_in_header_order_and_ignores_duplicates(store):
+    barrier = new_barrier(3, "t")
+    store.create(barrier)
+    assert complete(store, barrier, 2).outcome is Outcome.COUNTED
+    assert complete(store, barrier, 0).outcome is Outcome.COUNTED
+    assert complete(store, barrier, 0).outcome is Outcome.DUPLICATE
+    last = complete(store, barrier, 1)
+    assert last.outcome is Outcome.DISPATCH
+    assert [e and e.count('"result": ') for e in last.envelopes] == [1, 1, 1]
+    assert ['"result": 0' in last.envelopes[0], '"result": 2' in last.envelopes[2]] == [True] * 2
+    assert complete(store, barrier, 1).outcome is Outcome.DUPLICATE
+    assert store.mark_dispatched(barrier.id, last.barrier.claim_token, time.time())
+    assert not store.mark_dispatched(barrier.id, "someone-else", time.time())
+    assert store.finish(barrier.id, BarrierState.SUCCEEDED, time.time(), outcome="3")
+    assert not store.finish(barrier.id, BarrierState.FAILED, time.time(), reason="late")
+    assert store.get(barrier.id).state is BarrierState.SUCCEEDED
+    assert barrier.id not in {b.id for b in store.in_flight("t")}
+
+
+def test_fail_policy_first_failure_claims_the_failure(store):
+    barrier = new_barrier(3, "t")
+    store.create(barrier)
+    assert complete(store, barrier, 0).outcome is Outcome.COUNTED
+    first = complete(store, barrier, 1, ok=False)
+    assert first.outcome is Outcome.FAIL and first.barrier.state is BarrierState.FAILED
+    assert complete(store, barrier, 2, ok=False).outcome is Outcome.LATE
+    stored = store.get(barrier.id)
+    assert (stored.state, stored.failed, stored.remaining) == (BarrierState.FAILED, 2, 0)
+    assert store.fail(barrier.id, "again", time.time(), "tok") is None
+
+
+def test_continue_policy_counts_failures_and_dispatches(store):
+    barrier = new_barrier(2, "t", policy=Policy.CONTINUE)
+    store.create(barrier)
+    assert complete(store, barrier, 0, ok=False).outcome is Outcome.COUNTED
+    last = complete(store, barrier, 1)
+    assert last.outcome is Outcome.DISPATCH and last.barrier.failed == 1
+    assert '"status": "failed"' in last.envelopes[0]
+
+
+def test_a_dead_claim_is_reclaimed_only_after_the_grace(store):
+    barrier = new_barrier(1, "t")
+    store.create(barrier)
+    claim = complete(store, barrier, 0)
+    assert claim.outcome is Outcome.DISPATCH
+    now = time.time()
+    assert store.reclaim(barrier.id, now, "second", grace=30) is None
+    taken = store.reclaim(barrier.id, now + 31, "second", grace=30)
+    assert taken is not None and taken.claim_token == "second"
+    assert not store.mark_dispatched(barrier.id, claim.barrier.claim_token, now + 31)
+    assert store.mark_dispatched(barrier.id, "second", now + 31)
+
+
+def test_unknown_barrier_and_lease(store):
+    assert complete(store, new_barrier(1, "t"), 0).outcome is Outcome.MISSING
+    name = "lease-" + uuid.uuid4().hex
+    assert store.lock(name, "a", 0.5, time.time())
+    assert not store.lock(name, "b", 0.5, time.time())
+    assert store.lock(name, "a", 0.5, time.time())
+    time.sleep(0.7)
+    assert store.lock(name, "b", 5, time.time())
