@@ -34,7 +34,7 @@ def test_racing_final_completions_claim_exactly_once(store):
         outcomes: list[Outcome] = []
         start = threading.Barrier(4)
 
-        def finish(index: int, barrier=barrier) -> None:
+        def finish(index: int, barrier=barrier, start=start, outcomes=outcomes) -> None:
             start.wait()
             outcomes.append(complete(store, barrier, index, app=app).outcome)
 
