@@ -73,14 +73,16 @@ def test_each_problem_is_logged_once_and_figures_are_exported(make_redis_cluster
     assert 'chordguard_chords_stuck{kind="redis"} 1.0' in exported
     assert 'chordguard_chord_diagnoses{code="counter_lost"} 1.0' in exported
     assert 'chordguard_source_up{source="redis_chords"} 1.0' in exported
+    assert "\nchordguard_dead_letters " not in exported  # no store configured: no sample
     client = redis.Redis.from_url(REDIS_URL)
     assert client.get(f"{cluster.namespace}:celery-taskset-meta-{gid}.c") is None  # not failed
 
 
 def test_chords_past_auto_fail_after_are_failed_once(make_redis_cluster, tmp_path):
     store = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    textfile = tmp_path / "chordguard.prom"
     cluster = make_redis_cluster({"chordguard_store": store, "cg_periodic": {
-        "every": 1.0, "stuck_after": 1.0, "auto_fail_after": 2.0}})
+        "every": 1.0, "stuck_after": 1.0, "auto_fail_after": 2.0, "textfile": str(textfile)}})
     workers = [start_beat_worker(cluster, tmp_path, n) for n in range(2)]  # two beats
     gid = lost_counter_chord(cluster)
     client = redis.Redis.from_url(REDIS_URL)
@@ -92,6 +94,7 @@ def test_chords_past_auto_fail_after_are_failed_once(make_redis_cluster, tmp_pat
     time.sleep(3)  # more checks by both workers: nothing logged twice (the store remembers)
     logged = [line for w in workers for line in problem_lines(w, gid, "counter_lost")]
     assert len(logged) == 1, logged
+    assert "\nchordguard_dead_letters 0.0" in textfile.read_text()  # read from the store
 
 
 def test_setup_registers_a_beat_task():

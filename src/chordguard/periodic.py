@@ -8,7 +8,8 @@ the app and its entry in ``app.conf.beat_schedule``. Each run takes a snapshot a
   ``chordguard.periodic`` logger — not on every run. What was logged is remembered in the
   guard's store when ``chordguard_store`` is configured (so every worker process agrees),
   otherwise in this process's memory (at most ``MEMORY_LIMIT`` keys);
-- feeds the snapshot to a ``ChordTracker`` and keeps the ``Figures`` for ``registry``
+- feeds the snapshot to a ``ChordTracker`` and keeps the ``Figures`` (plus dead letters and
+  circuit breakers when the guard's store is configured) for ``registry``
   (a Prometheus registry to expose in the worker) and, when ``textfile`` is given, writes them
   in the Prometheus text format for node_exporter's textfile collector;
 - fails (``actions.fail_chord``) every stuck chord idle longer than ``auto_fail_after``,
@@ -59,13 +60,21 @@ class PeriodicMonitor:
         self.textfile = textfile
         self.tracker = ChordTracker(app)
         self.figures: Figures | None = None
-        self.registry = make_registry(lambda: self.figures)
+        from .web.store_view import store_view  # dead letters and breakers, with a store
+
+        self.store_view = store_view(app)
+        self.registry = make_registry(lambda: self.figures, self.store_view.figures)
         self._remembered: OrderedDict[str, None] = OrderedDict()
 
     def check(self) -> dict[str, Any]:
         """One check: returns the health figures, what was logged and what was failed."""
         snapshot = collect(self.app, stuck_after_hours=self.stuck_after / 3600)
         self.figures = self.tracker.observe(snapshot)
+        try:
+            self.store_view.refresh()
+        except Exception as exc:  # the store is optional for figures: say so once
+            if self._remember(f"store-figures:{type(exc).__name__}"):
+                log.error("cannot read dead letters and breakers from the store: %s", exc)
         if self.textfile:
             self._write_textfile()
         split = triage(snapshot, self.auto_fail_after)
