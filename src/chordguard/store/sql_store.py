@@ -45,6 +45,7 @@ from .records import (
 )
 
 FAILED_PART_STATES = ("FAILURE", "REVOKED", "REJECTED")
+IN_CHUNK = 500
 
 metadata = MetaData()
 journal = Table(
@@ -179,23 +180,31 @@ class SqlStore(Store):
         return self._chords(and_(*where), limit)
 
     def _chords(self, where, limit: int) -> list[ChordRecord]:
-        progress = (select(parts.c.chord_id, func.count().label("done"),
-                           func.sum(case((parts.c.state.in_(FAILED_PART_STATES), 1), else_=0))
-                           .label("failed"), func.max(parts.c.at).label("last"))
-                    .group_by(parts.c.chord_id).subquery())
-        query = (select(journal, progress.c.done, progress.c.failed, progress.c.last)
-                 .outerjoin(progress, progress.c.chord_id == journal.c.id)
-                 .where(where).order_by(journal.c.created_at).limit(limit))
+        query = select(journal).where(where).order_by(journal.c.created_at).limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        return [ChordRecord(
-            id=r["id"], app=r["app"], kind=r["kind"], callback_name=r["callback_name"],
-            callback_id=r["callback_id"], header_ids=json.loads(r["header_ids"]),
-            created_at=r["created_at"], deadline_at=r["deadline_at"],
-            callback=json.loads(r["callback"]) if r["callback"] else None, state=r["state"],
-            reason=r["reason"], ended_at=r["ended_at"], last_progress_at=r["last"],
-            done=r["done"] or 0, failed=r["failed"] or 0, polls=r["polls"],
-            duplicates=r["duplicates"]) for r in rows]
+            progress: dict[str, tuple[int, int, float]] = {}
+            ids = [r["id"] for r in rows]
+            for start in range(0, len(ids), IN_CHUNK):
+                counts = (select(parts.c.chord_id, func.count(),
+                                 func.sum(case((parts.c.state.in_(FAILED_PART_STATES), 1),
+                                               else_=0)), func.max(parts.c.at))
+                          .where(parts.c.chord_id.in_(ids[start:start + IN_CHUNK]))
+                          .group_by(parts.c.chord_id))
+                progress.update({cid: (done, failed, last)
+                                 for cid, done, failed, last in conn.execute(counts)})
+        out = []
+        for r in rows:
+            done, failed, last = progress.get(r["id"], (0, 0, None))
+            out.append(ChordRecord(
+                id=r["id"], app=r["app"], kind=r["kind"], callback_name=r["callback_name"],
+                callback_id=r["callback_id"], header_ids=json.loads(r["header_ids"]),
+                created_at=r["created_at"], deadline_at=r["deadline_at"],
+                callback=json.loads(r["callback"]) if r["callback"] else None,
+                state=r["state"], reason=r["reason"], ended_at=r["ended_at"],
+                last_progress_at=last, done=done or 0, failed=failed or 0, polls=r["polls"],
+                duplicates=r["duplicates"]))
+        return out
 
     def finish_chord(self, chord_id: str, state: str, reason: str) -> bool:
         assert state in TERMINAL, state
