@@ -77,8 +77,8 @@ def test_a_clean_configuration_exits_0():
      "results_expire_before_chord", "chordguard_deadline"),
     ({"result_chord_expires": 60}, "results_expire_before_chord", "result_chord_expires"),
     ({"task_time_limit": None}, "unbounded_chords", "no chordguard deadline"),
-    ({"task_time_limit": 7200}, "visibility_timeout_short", "60.0 min"),
-    ({"broker_transport_options": {"visibility_timeout": 300}},
+    ({"task_time_limit": 7200, "task_acks_late": True}, "visibility_timeout_short", "60.0 min"),
+    ({"broker_transport_options": {"visibility_timeout": 300}, "task_acks_late": True},
      "visibility_timeout_short", "5.0 min"),
     ({"task_acks_late": True}, "acks_late_not_run_once", "celery.chord_unlock"),
     ({"CHORD_UNLOCK_MAX_RETRIES": 3}, "ignored_setting", "CHORD_UNLOCK_MAX_RETRIES"),
@@ -93,9 +93,11 @@ def test_each_hazard_is_found(conf, code, needle):
     assert code not in baseline, baseline
 
 
-def test_visibility_timeout_is_not_a_hazard_on_rabbitmq():
-    app = app_with(broker="amqp://guest:guest@127.0.0.1:5672//", task_time_limit=7200)
+def test_visibility_timeout_is_a_hazard_only_for_acks_late_tasks_on_redis():
+    app = app_with(broker="amqp://guest:guest@127.0.0.1:5672//", task_time_limit=7200,
+                   task_acks_late=True)
     assert "visibility_timeout_short" not in codes(app)
+    assert "visibility_timeout_short" not in codes(app_with(task_time_limit=7200))
 
 
 def test_run_once_callbacks_of_a_guarded_app_are_not_flagged(tmp_path):

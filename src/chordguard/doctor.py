@@ -123,9 +123,9 @@ CHECKS: dict[str, Code] = {c.code: c for c in [
          "Decorate callbacks with @chordguard.chord_callback (run-once) and install the guard "
          "(its unlock holds a lease), or turn acks_late off for callbacks and chord_unlock."),
     Code("visibility_timeout_short", Severity.BLOCKING,
-         "The broker redelivers a message not acked within visibility_timeout; a task allowed "
-         "to run (or wait for its ETA) longer than that is delivered again while it still "
-         "runs: duplicate headers, callbacks and unlock chains.",
+         "The broker redelivers a message not acked within visibility_timeout; an acks_late "
+         "task allowed to run longer than that is delivered again while it still runs: "
+         "duplicate headers, callbacks and unlock chains.",
          "Raise broker_transport_options['visibility_timeout'] above the longest task time "
          "limit and countdown."),
     Code("events_disabled", Severity.WARNING,
@@ -265,17 +265,17 @@ def visibility_timeout(config: AppConfig) -> Iterable[Finding]:
         return
     options = config.get("broker_transport_options", {}) or {}
     timeout = float(options.get("visibility_timeout", default))
-    limits = [(t.limit, t.name) for t in config.tasks if t.limit]
-    default_limit = seconds(config.get("task_time_limit"))
-    if default_limit:
-        limits.append((default_limit, "task_time_limit"))
-    if not limits:
+    default_limit = seconds(config.get("task_time_limit")) or \
+        seconds(config.get("task_soft_time_limit"))
+    limits = [(t.limit or default_limit, t.name) for t in config.tasks
+              if t.acks_late and (t.limit or default_limit)]
+    if not limits:  # acked on receipt: a long run is never redelivered
         return
     limit, name = max(limits)
     if limit > timeout:
         yield finding("visibility_timeout_short", "broker_transport_options.visibility_timeout",
                       f"visibility_timeout {format_seconds(timeout)} is shorter than the time "
-                      f"limit of {name} ({format_seconds(limit)})")
+                      f"limit of {name} ({format_seconds(limit)}), which runs with acks_late")
 
 
 def events(config: AppConfig) -> Iterable[Finding]:
@@ -310,7 +310,8 @@ def config_from_app(app: Celery) -> AppConfig:
     for name, options in annotation_dicts(conf.task_annotations):
         if name not in known and name != "*":
             tasks.append(TaskFacts(
-                name=name, registered=False, acks_late=bool(options.get("acks_late")),
+                name=name, registered=False,
+                acks_late=bool(options.get("acks_late", conf.task_acks_late)),
                 time_limit=seconds(options.get("time_limit")),
                 soft_time_limit=seconds(options.get("soft_time_limit")),
                 max_retries=options.get("max_retries"),
