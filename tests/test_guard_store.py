@@ -107,6 +107,14 @@ def test_settings_come_from_install_then_app_conf_either_case(tmp_path):
     assert (settings.deadline, settings.breaker_failures, settings.unlock_max_interval) == \
         (120.0, 3, 5.0)
     assert settings.store.endswith("s.sqlite")
+    django = Celery("django-style")
+
+    class DjangoSettings:
+        CELERY_CHORDGUARD_STORE = "redis://127.0.0.1:6379/0"
+        CELERY_CHORDGUARD_DEADLINE = 99
+
+    django.config_from_object(DjangoSettings, namespace="CELERY")
+    assert (resolve(django).store, resolve(django).deadline) == ("redis://127.0.0.1:6379/0", 99)
     with pytest.raises(ConfigurationError, match="chordguard_deadline"):
         resolve(app, deadline="soon")
     with pytest.raises(ConfigurationError, match="unknown guard setting"):
