@@ -12,7 +12,8 @@ import redis
 import yaml
 from celery import chord
 
-from tests.cluster import REDIS_URL, ROOT, wait_for
+from tests.chordapp import trace_redis
+from tests.cluster import AMQP_URL, PG_BACKEND, REDIS_URL, ROOT, wait_for
 from tests.serving import Server, listed
 
 pytest_plugins = ("tests.serve_fixtures",)  # fixtures: served, redis_cluster
@@ -178,3 +179,29 @@ def test_unlock_polls_of_a_healthy_chain_stay_at_one_per_interval(pg_cluster, se
     assert done["chordguard_chords_completed_total"][
         (("callback", "t.tsum"), ("outcome", "success"))] == 1
     assert done["chordguard_chord_duration_seconds_count"][(("callback", "t.tsum"),)] == 1
+
+
+def test_unlock_storm_exported(make_cluster, served):
+    """Duplicate chord_unlock chains made for real (a worker SIGKILLed after publishing a
+    retry, before acking, under acks_late): the storm shows on /metrics and in the list."""
+    cluster = make_cluster(AMQP_URL, PG_BACKEND, {"task_acks_late": True})
+    doomed = cluster.start_worker(conf={"cg_pause_after_retry_of": "celery.chord_unlock"})
+    app = cluster.app
+    storm = chord([app.signature("t.add", (1, 1)), app.signature("t.sleep", (60,))])(
+        app.signature("t.tsum"))
+    paused = f"cg:{cluster.namespace}:paused"
+    try:
+        wait_for(lambda: trace_redis().exists(paused), what="unlock retry published")
+        doomed.kill()  # RabbitMQ redelivers the unacked retry 0 beside the published retry 1
+        cluster.start_worker()
+        server = served(cluster)
+        figures = wait_for(lambda: (f := server.metrics()).get("chordguard_chord_diagnoses", {}).get(
+            (("code", "unlock_storm"),)) and f, timeout=60, what="unlock_storm exported")
+        assert figures["chordguard_unlock_duplicate_chains"][()] >= 1
+        assert listed(server, storm.parent.id, "diagnosis=unlock_storm")["unlock_chains"] >= 2
+    finally:
+        trace_redis().delete(paused)
+        for worker in cluster.workers:
+            worker.kill()
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(cluster.queue)

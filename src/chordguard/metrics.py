@@ -70,7 +70,8 @@ def _snapshot_families(figures: Figures | None) -> Iterator[Metric]:
                                   "In-flight chords carrying each diagnosis code.",
                                   labels=["code"])
     duplicates = GaugeMetricFamily(f"{PREFIX}_unlock_duplicate_chains",
-                                   "chord_unlock chains beyond the first, summed over chords.")
+                                   "Live chord_unlock chains beyond the first (confirmed by two "
+                                   "observations), summed over chords.")
     interval = GaugeMetricFamily(f"{PREFIX}_unlock_retry_interval_seconds",
                                  "result_chord_retry_interval: the normal time between polls.")
     sources = GaugeMetricFamily(f"{PREFIX}_source_up",
@@ -94,7 +95,7 @@ def _snapshot_families(figures: Figures | None) -> Iterator[Metric]:
             idle.add_metric([kind.value], longest.get(kind.value, 0.0))
         for code, count in sorted(Counter(d for c in snapshot.chords for d in c.codes).items()):
             diagnoses.add_metric([code], count)
-        duplicates.add_metric([], sum(max(0, len(c.unlock_copies) - 1) for c in snapshot.chords))
+        duplicates.add_metric([], sum(max(0, (c.unlock_chains or 0) - 1) for c in snapshot.chords))
         interval.add_metric([], snapshot.facts.retry_interval)
         for report in snapshot.sources:
             sources.add_metric([report.name], 1.0 if report.ok else 0.0)

@@ -60,7 +60,7 @@ def chord_row(chord: Chord, rate: ChordRate | None) -> dict[str, Any]:
         "callback_state": chord.callback_state,
         "total": chord.total, "done": chord.done, "failed": chord.failed,
         "age": _span(chord.age), "idle": _span(chord.idle),
-        "unlock_retries": chord.unlock_retries, "unlock_chains": len(chord.unlock_copies),
+        "unlock_retries": chord.unlock_retries, "unlock_chains": chord.unlock_chains,
         "unlock_rate": _rate(rate),
         "diagnoses": [{"code": d.code, "severity": d.severity.value, "summary": d.summary}
                       for d in chord.diagnoses],

@@ -13,6 +13,7 @@ function facts(chord) {
     ["age", chord.age ? `${chord.age.label} — ${chord.age.basis}` : "?"],
     ["idle", chord.idle ? `${chord.idle.label} — ${chord.idle.basis}` : "?"],
     ["unlock retries", chord.unlock_retries === null ? "" : String(chord.unlock_retries)],
+    ["unlock chains", chord.unlock_chains === null ? "" : String(chord.unlock_chains)],
     ["unlock rate", chord.unlock_rate ? `${chord.unlock_rate.per_second.toFixed(2)} polls/s ` +
       `(≥ ${chord.unlock_rate.per_interval_floor.toFixed(2)} per retry interval, over ` +
       `${chord.unlock_rate.window_seconds.toFixed(0)} s)` : "not measured yet"],
