@@ -195,8 +195,10 @@ def test_unlock_storm_exported(make_cluster, served):
         doomed.kill()  # RabbitMQ redelivers the unacked retry 0 beside the published retry 1
         cluster.start_worker()
         server = served(cluster)
-        figures = wait_for(lambda: (f := server.metrics()).get("chordguard_chord_diagnoses", {}).get(
-            (("code", "unlock_storm"),)) and f, timeout=60, what="unlock_storm exported")
+        storm_code = (("code", "unlock_storm"),)
+        figures = wait_for(lambda: (f := server.metrics()).get(
+            "chordguard_chord_diagnoses", {}).get(storm_code) and f, timeout=60,
+            what="unlock_storm exported")
         assert figures["chordguard_unlock_duplicate_chains"][()] >= 1
         assert listed(server, storm.parent.id, "diagnosis=unlock_storm")["unlock_chains"] >= 2
     finally:
