@@ -11,8 +11,9 @@ import pexpect
 import pytest
 import redis
 from celery import chord
+from celery.exceptions import ChordError
 
-from tests.cluster import REDIS_URL, ROOT, chordguard_cli, wait_for
+from tests.cluster import PG_BACKEND, REDIS_URL, ROOT, chordguard_cli, wait_for
 
 
 @pytest.fixture
@@ -47,8 +48,8 @@ def spawn_fix(cluster, *args: str) -> pexpect.spawn:
                          encoding="utf-8", timeout=60, dimensions=(60, 220))
 
 
-def stuck_ids(cluster) -> set[str]:
-    run = chordguard_cli(cluster, "check", "--json")
+def stuck_ids(cluster, *args: str) -> set[str]:
+    run = chordguard_cli(cluster, "check", "--json", *args)
     return {c["id"] for c in json.loads(run.stdout)["chords"]}
 
 
@@ -115,3 +116,29 @@ def test_without_a_terminal_fix_only_lists_and_json_reports(cluster):
     assert [p["chord_id"] for p in doc["failed"]] == [gid] and doc["left"] == []
     assert any(r.startswith("counter_lost") for r in doc["recommendations"])
     assert gid not in stuck_ids(cluster)
+
+
+def test_fix_fails_a_polled_chord_so_its_callback_ends_failure(make_cluster):
+    """A chord_unlock chord waiting on a header nobody will run: failing it marks the
+    callback FAILURE with a ChordError (waiters stop waiting) and stops the polling."""
+    cluster = make_cluster(REDIS_URL, PG_BACKEND)
+    cluster.start_worker()
+    app = cluster.app
+    result = chord([app.signature("t.add", (1, 1), queue=f"nobody-{cluster.namespace}"),
+                    app.signature("t.add", (2, 2))])(app.signature("t.collect"))
+    gid = result.parent.id
+    wait_for(lambda: gid in stuck_ids(cluster, "--max-hours", "0"), what="the polled chord")
+
+    child = spawn_fix(cluster, "--stuck-after", "0s")
+    child.expect(f"Fail chord {gid}\\?")
+    child.sendline("y")
+    child.expect(f"failed.*{gid}")
+    child.expect("mark callback t.collect")
+    child.expect(pexpect.EOF)
+    child.close()
+    callback = app.AsyncResult(result.id)  # the callback alone, not its revoked header
+    with pytest.raises(ChordError, match="chordguard fix"):
+        callback.get(timeout=10)
+    assert callback.state == "FAILURE"
+    wait_for(lambda: gid not in stuck_ids(cluster, "--max-hours", "0"), timeout=15,
+             what="the chord gone from check")
