@@ -57,6 +57,12 @@ def state_of(app, task_id: str) -> str:
     return app.AsyncResult(task_id).state
 
 
+def kill_workers(cluster) -> None:
+    """End workers still sleeping in a long header now, instead of a 5 s warm shutdown."""
+    for worker in cluster.workers:
+        worker.kill()
+
+
 @pytest.mark.parametrize("broker", BROKERS)
 def test_healthy_busy_cluster_is_healthy(make_cluster, broker):
     cluster = make_cluster(broker, PG_BACKEND, {"chordguard_lost_header_grace": 2})
@@ -87,9 +93,9 @@ def test_lost_header_inspected_by_group_and_callback_id(make_cluster, broker):
     cluster.start_worker()
     app = cluster.app
     fast = [app.signature("t.add", (1, 1)), app.signature("t.add", (2, 2))]
-    group_id, callback_id, _ = dispatch(app, [*fast, app.signature("t.sleep", (25,))], "t.tsum")
-    chord_doc = wait_for(lambda: find(cli(cluster, "status")[1], group_id), what="chord seen")
-    kept, deleted = (p["task_id"] for p in chord_doc["header"][:2])
+    group_id, callback_id, result = dispatch(app, [*fast, app.signature("t.sleep", (25,))],
+                                             "t.tsum")
+    kept, deleted = (r.id for r in result.parent.results[:2])
     wait_for(lambda: state_of(app, kept) == state_of(app, deleted) == "SUCCESS")
     with create_engine(PG_URL).begin() as db:  # the header's result is gone (expired, deleted)
         db.execute(text("DELETE FROM celery_taskmeta WHERE task_id = :id"), {"id": deleted})
@@ -108,6 +114,7 @@ def test_lost_header_inspected_by_group_and_callback_id(make_cluster, broker):
     assert code == 1 and "lost_header" in codes(find(inspected, group_id))
     text_view = chordguard_cli(cluster, "inspect", callback_id).stdout  # by callback id too
     assert "lost_header" in text_view and "≥" in text_view and deleted in text_view
+    kill_workers(cluster)
 
 
 @pytest.mark.parametrize("broker", BROKERS)
@@ -136,6 +143,7 @@ def test_unlock_storm_after_sigkill_under_acks_late(make_cluster, broker):
     assert len(chord_doc["unlock_copies"]) >= 2
     storm = next(d for d in chord_doc["diagnoses"] if d["code"] == "unlock_storm")
     assert storm["evidence"]["chains"] == chord_doc["unlock_chains"]
+    kill_workers(cluster)
 
 
 def test_orphaned_body_when_the_unlock_is_revoked(make_cluster):
@@ -188,6 +196,7 @@ def test_header_failed_while_the_chord_waits(make_cluster):
     assert code == 1 and chord_doc["failed"] == 1
     failed = next(p for p in chord_doc["header"] if p["state"] == "FAILURE")
     assert "disk full" in (failed["traceback"] or "")
+    kill_workers(cluster)
 
 
 def test_callback_failed_seen_while_an_unlock_copy_remains(make_cluster):
@@ -229,3 +238,15 @@ def test_peek_neither_consumes_nor_reorders(make_cluster, broker):
         while (message := channel.basic_get(cluster.queue, no_ack=True)) is not None:
             drained.append(message.headers["id"])
     assert drained[:30] == sent and len(drained) == 32  # + the unlock and the header
+
+
+def test_pickled_unlock_message_is_read_from_its_headers_never_unpickled(make_cluster):
+    cluster = make_cluster(REDIS_URL, PG_BACKEND, {
+        "task_serializer": "pickle", "accept_content": ["json", "pickle"]})
+    app = cluster.app  # no worker: the unlock message stays on the broker
+    group_id, callback_id, _ = dispatch(app, [app.signature("t.add", (1, 1))], "t.tsum")
+
+    chord_found = collect(app).find(group_id)
+    assert chord_found.callback_id == callback_id and chord_found.unlock_copies[0].retries == 0
+    assert "not JSON" in chord_found.evidence["unreadable unlock body"]
+    assert [p.task_id for p in chord_found.header] and chord_found.callback_signature is not None

@@ -222,6 +222,10 @@ def build(observations: list[Observation], states: dict[str, TaskState], facts: 
           ) -> list[Chord]:
     """Chords from the sightings of every observation (the latest copies win)."""
     latest = observations[-1]
+    for observation in observations:  # Celery 5.7 stores REVOKED for a revoked PENDING task
+        for sighting in observation.sightings:
+            if (known := states.get(sighting.copy.task_id)) and known.state == "REVOKED":
+                sighting.copy.revoked = True
     holders: dict[str, str] = {}
     for observation in observations:
         holders.update(observation.holders())
@@ -350,7 +354,7 @@ def _ids(observations: list[Observation]) -> list[str]:
     ids: list[str] = []
     for observation in observations:
         for sighting in observation.sightings:
-            ids += sighting.header_ids
+            ids += [*sighting.header_ids, sighting.copy.task_id]
             callback_id = ((sighting.callback or {}).get("options") or {}).get("task_id")
             if callback_id:
                 ids.append(callback_id)

@@ -100,7 +100,7 @@ def parse(replies: dict[str, dict[str, Any]], failed: dict[str, str]) -> WorkerS
         for entry in entries or []:
             request = _request(entry.get("request") or {}, host, "scheduled")
             if request is not None:
-                request.eta = request.eta or _datetime(entry.get("eta"))
+                request.eta = _datetime(entry.get("eta"))
                 requests.append(request)
     revoked = {tid for ids in replies.get("revoked", {}).values() for tid in ids or []}
     return WorkerSurvey(sorted(hosts), consumed, requests, revoked, failed)
