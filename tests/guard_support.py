@@ -9,7 +9,7 @@ from collections import Counter
 import sqlalchemy
 
 from chordguard.store.base import open_store
-from chordguard.store.records import ChordRecord
+from chordguard.store.records import ChordRecord, DeadLetter
 from tests.chordapp import trace_redis
 from tests.cluster import PG_URL, REDIS_URL, Cluster, wait_for
 
@@ -50,6 +50,13 @@ def ended(store_url: str, chord_id: str, timeout: float = 30.0) -> ChordRecord:
         return record if record is not None and not record.open else None
 
     return wait_for(done, timeout, what=f"chord {chord_id} to end in the journal")
+
+
+def letter_for(store_url: str, chord_id: str, timeout: float = 10.0) -> DeadLetter:
+    """Wait for the dead letter of ``chord_id``; return it."""
+    store = open_store(store_url)
+    return wait_for(lambda: next((d for d in store.dead_letters() if d.chord_id == chord_id),
+                                 None), timeout, what=f"a dead letter for chord {chord_id}")
 
 
 def purge_own_queue(cluster: Cluster) -> None:

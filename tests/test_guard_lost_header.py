@@ -12,10 +12,9 @@ import pytest
 from celery import chord
 from celery.exceptions import ChordError
 
-from chordguard.store.base import open_store
 from chordguard.store.records import DEAD_LETTERED
 from tests.cluster import AMQP_URL, PG_BACKEND, PG_URL, wait_for
-from tests.guard_support import delete_db_result, ended, purge_own_queue, unlock_runs
+from tests.guard_support import delete_db_result, ended, letter_for, purge_own_queue, unlock_runs
 
 BASE = {"task_acks_late": True, "cg_trace_unlock": True}
 
@@ -73,9 +72,7 @@ def test_guard_fails_a_lost_header_chord_fast_and_dead_letters_it(make_cluster, 
     record = ended(PG_URL, lost.parent.id)
     assert record.state == DEAD_LETTERED and record.reason.startswith("lost_header")
     assert record.polls <= 12, f"{record.polls} unlock polls: backoff should bound them"
-    store = open_store(PG_URL)
-    letters = {d.chord_id: d for d in store.dead_letters()}
-    letter = letters[lost.parent.id]
+    letter = letter_for(PG_URL, lost.parent.id)
     assert letter.callback_name == "t.sum_files"
     assert letter.inputs[0]["type"] == "Pending" and letter.inputs[1] == 3
 
@@ -87,6 +84,6 @@ def test_guard_fails_a_lost_header_chord_fast_and_dead_letters_it(make_cluster, 
         crash.get(timeout=30)
     crashed = ended(PG_URL, crash.parent.id)
     assert crashed.state == DEAD_LETTERED and "TypeError" in crashed.reason
-    letter = next(d for d in store.dead_letters() if d.chord_id == crash.parent.id)
+    letter = letter_for(PG_URL, crash.parent.id)
     assert letter.inputs == [None, {"successful_files": 2}]
     assert "NoneType" in letter.traceback

@@ -16,7 +16,7 @@ from chordguard.store.base import open_store
 from chordguard.store.records import DEAD_LETTERED, DLQ_DROPPED, DLQ_REPLAYED
 from tests.chordapp import trace_redis
 from tests.cluster import REDIS_URL, chordguard_cli, wait_for
-from tests.guard_support import ended, store_urls
+from tests.guard_support import ended, letter_for, store_urls
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_reaper_fails_a_counter_lost_chord_by_its_deadline(guarded):
     assert all(r.state == "SUCCESS" for r in result.parent.results)  # the work was done
     record = ended(url, result.parent.id)
     assert record.state == DEAD_LETTERED and record.reason.startswith("counter_lost")
-    letter = next(d for d in open_store(url).dead_letters() if d.chord_id == result.parent.id)
+    letter = letter_for(url, result.parent.id)
     assert sorted(letter.inputs) == [1, 2]
 
 
@@ -73,9 +73,7 @@ def test_header_envelopes_breaker_and_the_dead_letter_cli(guarded):
     blocked = files_chord(False)
     with pytest.raises(chordguard.ChordguardError, match="circuit breaker open"):
         blocked.get(timeout=20)
-    letter = wait_for(lambda: next((d for d in store.dead_letters()
-                                    if d.chord_id == blocked.parent.id), None), 10,
-                      what="the blocked chord's dead letter")
+    letter = letter_for(url, blocked.parent.id)
     assert letter.reason.startswith("circuit open") and letter.inputs == [
         {"successful_files": 1}, {"successful_files": 2}]
 

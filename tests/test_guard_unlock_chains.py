@@ -15,11 +15,10 @@ import pytest
 from celery import chord
 from celery.exceptions import ChordError
 
-from chordguard.store.base import open_store
 from chordguard.store.records import SUCCEEDED
 from tests.chordapp import trace_redis
 from tests.cluster import AMQP_URL, PG_BACKEND, REDIS_URL, wait_for
-from tests.guard_support import ended, repeated_retries, store_urls, unlock_runs
+from tests.guard_support import ended, letter_for, repeated_retries, store_urls, unlock_runs
 
 KILL = {"task_acks_late": True, "cg_trace_unlock": True,
         "cg_pause_after_retry_of": "celery.chord_unlock"}
@@ -85,5 +84,5 @@ def test_guard_ignores_the_count_and_bounds_by_deadline(make_cluster, tmp_path):
     assert time.monotonic() - started < 20, "the deadline (8 s) ends it, not the 30 s header"
     record = ended(url, too_long.parent.id)
     assert record.polls <= 12
-    letter = next(d for d in open_store(url).dead_letters() if d.chord_id == too_long.parent.id)
+    letter = letter_for(url, too_long.parent.id)
     assert letter.reason.startswith("deadline") and letter.inputs[0]["type"] == "Pending"

@@ -80,16 +80,16 @@ def dead_letter(guard: Guard, record: ChordRecord, reason: str, inputs: Any, *,
     elif not store.finish_chord(record.id, DEAD_LETTERED, reason):
         return None
     store.claim(RUN_CLAIM + record.id, "chordguard:" + DEAD_LETTERED)
+    letter = DeadLetter(id=uuid.uuid4().hex[:16], chord_id=record.id, app=record.app,
+                        callback_name=record.callback_name, callback=record.callback,
+                        reason=reason, error=error, traceback=traceback,
+                        inputs=jsonable(inputs), created_at=time.time())
+    store.add_dead_letter(letter)  # before the callback fails: whoever sees it finds the letter
     if fail_callback:
         try:
             fail_chord(guard.app, _model(guard, record, header_states or {}), reason)
         except Exception:
             logger.exception("chordguard: could not fail the callback of chord %s", record.id)
-    letter = DeadLetter(id=uuid.uuid4().hex[:16], chord_id=record.id, app=record.app,
-                        callback_name=record.callback_name, callback=record.callback,
-                        reason=reason, error=error, traceback=traceback,
-                        inputs=jsonable(inputs), created_at=time.time())
-    store.add_dead_letter(letter)
     logger.error("chordguard: chord %s dead-lettered as %s: %s", record.id, letter.id, reason)
     return letter.id
 

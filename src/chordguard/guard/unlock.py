@@ -28,6 +28,8 @@ from celery import Celery
 from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import GroupResult, allow_join_result, result_from_tuple
+from redis import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import breaker
 from .ending import dead_letter, ensure_record, header_inputs
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 NAME = "celery.chord_unlock"
 DONE_TOKEN = "done:"
 LEASE_SLACK = 300.0
+STORE_ERRORS = (SQLAlchemyError, RedisError)
 
 
 def backoff(interval: float, polls: int, cap: float, remaining: float) -> float:
@@ -53,75 +56,108 @@ def register(app: Celery) -> None:
     def unlock_chord(self, group_id: str, callback: Any, interval: float | None = None,
                      max_retries: int | None = None, result: list | None = None,
                      **kwargs: Any) -> None:
-        guard = guard_of(self.app)
-        assert guard is not None, "celery.chord_unlock replaced without a guard"
-        store, settings = guard.store, guard.settings
-        meta = dict(kwargs.get(STAMP) or {})
-        token = meta.get("token")
-        callback = maybe_signature(callback, app=self.app)
-        header_ids = [r[0][0] if isinstance(r[0], list | tuple) else r[0] for r in result or []]
-        record = ensure_record(guard, group_id, dict(callback), header_ids)
-        if not record.open:
-            logger.info("chordguard: chord %s already %s; unlock stops", group_id, record.state)
-            return
-        current = store.lease(group_id)
-        if current is not None and current != token:
-            store.count(group_id, "duplicates")
-            logger.warning("chordguard: duplicate chord_unlock chain for %s stops", group_id)
-            return
-        store.count(group_id, "polls")
-        deps = GroupResult(group_id, [result_from_tuple(r, app=self.app) for r in result or []],
-                           app=self.app)
         try:
-            ready = deps.ready()
-        except Exception as exc:  # the backend hiccuped: poll again, the deadline still holds
-            logger.warning("chordguard: chord %s: reading the header failed: %r", group_id, exc)
-            ready = False
-        now = time.time()
-        deadline = meta.get("deadline") or record.deadline_at or now + settings.deadline
-        if ready:
-            if store.swap_lease(group_id, token, DONE_TOKEN + str(token), LEASE_SLACK):
-                _complete(self.app, guard, record, deps, callback)
-            else:
-                store.count(group_id, "duplicates")
-            return
-        if now >= deadline:
-            inputs, states = header_inputs(guard, record.header_ids or header_ids)
-            waiting = sum(1 for s in states.values() if s not in ("SUCCESS", "FAILURE"))
-            dead_letter(guard, record, f"deadline: {waiting} of {len(states)} header task(s) "
-                        f"unfinished {now - record.created_at:.0f} s after publication",
-                        inputs, header_states=states)
-            return
-        if now - record.created_at >= settings.lost_header_grace:
-            pending = [r.id for r in deps.results if r.state == "PENDING"]
-            lost = lost_headers(self.app, pending, store.parts(group_id)) if pending else {}
-            if lost:
-                inputs, states = header_inputs(guard, record.header_ids or header_ids)
-                first, evidence = next(iter(lost.items()))
-                dead_letter(guard, record, f"lost_header: {len(lost)} header task(s) lost, "
-                            f"first {first}: {evidence}", inputs, header_states=states)
-                return
-        new_token = uuid.uuid4().hex
-        if not store.swap_lease(group_id, token, new_token, deadline - now + LEASE_SLACK):
-            store.count(group_id, "duplicates")
-            logger.warning("chordguard: chord_unlock chain for %s lost its lease; stops", group_id)
-            return
-        step = interval if interval is not None else self.app.conf.result_chord_retry_interval
-        delay = backoff(float(step or 1.0), self.request.retries,
-                        settings.unlock_max_interval, deadline - now)
-        options = {}
-        if kwargs.get("_chord_unlock_exchange_type") is not None:
-            options["exchange_type"] = kwargs["_chord_unlock_exchange_type"]
-        new_kwargs = dict(self.request.kwargs or {})
-        new_kwargs[STAMP] = {**meta, "deadline": deadline, "token": new_token}
-        # The count never limits this task (a max_retries annotation is ignored): the
-        # deadline does.
-        raise self.retry(kwargs=new_kwargs, countdown=delay,
-                         max_retries=self.request.retries + 1, **options)
+            _poll(self, group_id, callback, interval, result or [], kwargs)
+        except STORE_ERRORS as exc:
+            _store_down(self, group_id, callback, interval, kwargs, exc)
 
     app._task_from_fun(unlock_chord, name=NAME, bind=True, shared=False, ignore_result=True,
                        max_retries=None, lazy=False,
                        default_retry_delay=app.conf.result_chord_retry_interval)
+
+
+def _poll(self, group_id: str, callback: Any, interval: float | None, result: list,
+          kwargs: dict[str, Any]) -> None:
+    """One poll of a guarded chord (see the module docstring)."""
+    guard = guard_of(self.app)
+    assert guard is not None, "celery.chord_unlock replaced without a guard"
+    store, settings = guard.store, guard.settings
+    meta = dict(kwargs.get(STAMP) or {})
+    token = meta.get("token")
+    callback = maybe_signature(callback, app=self.app)
+    header_ids = [r[0][0] if isinstance(r[0], list | tuple) else r[0] for r in result or []]
+    record = ensure_record(guard, group_id, dict(callback), header_ids)
+    if not record.open:
+        logger.info("chordguard: chord %s already %s; unlock stops", group_id, record.state)
+        return
+    current = store.lease(group_id)
+    if current is not None and current != token:
+        store.count(group_id, "duplicates")
+        logger.warning("chordguard: duplicate chord_unlock chain for %s stops", group_id)
+        return
+    store.count(group_id, "polls")
+    deps = GroupResult(group_id, [result_from_tuple(r, app=self.app) for r in result or []],
+                       app=self.app)
+    try:
+        ready = deps.ready()
+    except Exception as exc:  # the backend hiccuped: poll again, the deadline still holds
+        logger.warning("chordguard: chord %s: reading the header failed: %r", group_id, exc)
+        ready = False
+    now = time.time()
+    deadline = meta.get("deadline") or record.deadline_at or now + settings.deadline
+    if ready:
+        if store.swap_lease(group_id, token, DONE_TOKEN + str(token), LEASE_SLACK):
+            _complete(self.app, guard, record, deps, callback)
+        else:
+            store.count(group_id, "duplicates")
+        return
+    if now >= deadline:
+        inputs, states = header_inputs(guard, record.header_ids or header_ids)
+        waiting = sum(1 for s in states.values() if s not in ("SUCCESS", "FAILURE"))
+        dead_letter(guard, record, f"deadline: {waiting} of {len(states)} header task(s) "
+                    f"unfinished {now - record.created_at:.0f} s after publication",
+                    inputs, header_states=states)
+        return
+    if now - record.created_at >= settings.lost_header_grace:
+        pending = [r.id for r in deps.results if r.state == "PENDING"]
+        lost = lost_headers(self.app, pending, store.parts(group_id)) if pending else {}
+        if lost:
+            inputs, states = header_inputs(guard, record.header_ids or header_ids)
+            first, evidence = next(iter(lost.items()))
+            dead_letter(guard, record, f"lost_header: {len(lost)} header task(s) lost, "
+                        f"first {first}: {evidence}", inputs, header_states=states)
+            return
+    new_token = uuid.uuid4().hex
+    if not store.swap_lease(group_id, token, new_token, deadline - now + LEASE_SLACK):
+        store.count(group_id, "duplicates")
+        logger.warning("chordguard: chord_unlock chain for %s lost its lease; stops", group_id)
+        return
+    step = interval if interval is not None else self.app.conf.result_chord_retry_interval
+    delay = backoff(float(step or 1.0), self.request.retries,
+                    settings.unlock_max_interval, deadline - now)
+    options = {}
+    if kwargs.get("_chord_unlock_exchange_type") is not None:
+        options["exchange_type"] = kwargs["_chord_unlock_exchange_type"]
+    new_kwargs = dict(self.request.kwargs or {})
+    new_kwargs[STAMP] = {**meta, "deadline": deadline, "token": new_token}
+    # The count never limits this task (a max_retries annotation is ignored): the
+    # deadline does.
+    raise self.retry(kwargs=new_kwargs, countdown=delay,
+                     max_retries=self.request.retries + 1, **options)
+
+
+def _store_down(self, group_id: str, callback: Any, interval: float | None,
+                kwargs: dict[str, Any], exc: Exception) -> None:
+    """The store does not answer: keep polling without a lease, still bounded by the deadline
+    carried in the message; past it, fail the callback through the backend alone."""
+    logger.error("chordguard: store unavailable while polling chord %s: %r", group_id, exc)
+    guard = guard_of(self.app)
+    deadline = (kwargs.get(STAMP) or {}).get("deadline")
+    now = time.time()
+    if deadline is not None and now >= deadline:
+        error = ChordError(f"chord {group_id} failed by chordguard: deadline passed "
+                           f"(store unavailable: {exc!r})")
+        try:
+            raise error
+        except ChordError:
+            self.app.backend.chord_error_from_stack(maybe_signature(callback, app=self.app),
+                                                    error)
+        return
+    step = interval if interval is not None else self.app.conf.result_chord_retry_interval
+    cap = guard.settings.unlock_max_interval if guard is not None else 30.0
+    delay = backoff(float(step or 1.0), self.request.retries, cap,
+                    (deadline - now) if deadline is not None else cap)
+    raise self.retry(countdown=delay, max_retries=self.request.retries + 1)
 
 
 def _complete(app: Celery, guard, record, deps: GroupResult, callback) -> None:
