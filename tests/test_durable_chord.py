@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-from chordguard.durable import durable_chord, reap
+from chordguard.durable import ReapReport, durable_chord, reap
 from chordguard.durable.dispatch import HEADER_KEY
 from chordguard.durable.store import barriers_for
 from chordguard.errors import DurableChordFailed
+from chordguard.store.base import open_store
 from tests.cluster import AMQP_URL, PG_BACKEND, PG_URL, REDIS_URL, wait_for
 from tests.durable_helpers import STORES, Trace
 
@@ -95,10 +96,10 @@ def test_worker_killed_between_claim_and_publish_is_redispatched_once(make_clust
     stalled.kill()
     cluster.start_worker()
     time.sleep(1.2)
-    report = reap(app)
+    report = reap(app, keep_lease=False)
     assert report.redispatched == [handle.id]
     assert handle.get(timeout=30) == 2
-    assert reap(app).redispatched == []
+    assert reap(app, keep_lease=False) == ReapReport()
     assert trace.entries() == [[0, 1]]
 
 
@@ -117,7 +118,21 @@ def test_fail_policy_fails_at_once_and_runs_errbacks(make_cluster, store, trace)
     wait_for(lambda: errors.entries() == [handle.callback_id], what="the errback")
     assert app.AsyncResult(handle.callback_id).state == "FAILURE"
     assert trace.entries() == []
+    [letter] = [x for x in open_store(store).dead_letters() if x.chord_id == handle.id]
+    assert "RuntimeError: bad" in letter.reason and letter.callback_name == "t.record"
     errors.close()
+
+
+def test_a_crashing_callback_ends_failed_and_dead_lettered(make_cluster, store):
+    cluster = make_cluster(REDIS_URL, None, durable_conf(store))
+    cluster.start_worker(concurrency=2)
+    app = cluster.app
+    handle = durable_chord([app.signature("t.none"), app.signature("t.echo", (1,))],
+                           app.signature("t.sum_files"))
+    with pytest.raises(DurableChordFailed, match="callback raised TypeError"):
+        handle.get(timeout=30)
+    [letter] = [x for x in open_store(store).dead_letters() if x.chord_id == handle.id]
+    assert letter.inputs == [None, 1] and "TypeError" in letter.error
 
 
 def test_continue_policy_hands_every_envelope_to_the_callback(make_cluster, store, trace):
@@ -149,7 +164,7 @@ def test_racing_final_completions_on_two_workers(make_cluster, trace):
 
 
 def test_ten_thousand_headers(make_cluster, store):
-    cluster = make_cluster(REDIS_URL, None, durable_conf(store))
+    cluster = make_cluster(AMQP_URL, None, durable_conf(store))
     cluster.start_worker(concurrency=4)
     app = cluster.app
     handle = durable_chord([app.signature("t.add", (i, i)) for i in range(10_000)],

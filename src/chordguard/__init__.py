@@ -4,6 +4,7 @@ The public, typed API. Everything not re-exported here is private.
 """
 
 from .collect import collect
+from .durable import DurableChord, durable_chord, fail_durable_chord
 from .errors import ChordguardError, ConfigurationError, UnknownChordError, UnreachableError
 from .guard import (
     Guard,
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigurationError",
     "Diagnosis",
     "Duration",
+    "DurableChord",
     "HeaderPart",
     "Severity",
     "Snapshot",
@@ -42,6 +44,8 @@ __all__ = [
     "check_stuck_chords",
     "chord_callback",
     "collect",
+    "durable_chord",
+    "fail_durable_chord",
     "get_active_chord_unlocks",
     "guard_of",
     "header_task",

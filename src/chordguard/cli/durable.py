@@ -35,7 +35,7 @@ def reap_command(store: str | None, interval: float, once: bool) -> int:
             opts.console.print(f"[bold]re-dispatched[/] durable chord {chord_id}")
 
     if once:
-        report = reap(app, store)
+        report = reap(app, store, keep_lease=False)
         show(report)
         return EXIT_OK if report.locked else EXIT_PROBLEMS
     if not opts.json:

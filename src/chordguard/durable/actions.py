@@ -27,5 +27,5 @@ def fail_durable_chord(app: Celery, chord_id: str, reason: str = "failed by requ
         ids = barriers.get(chord_id, with_header_ids=True)
         if ids is not None and ids.header_ids:
             app.control.revoke(ids.header_ids)
-    fail_chord(app, barrier, reason)
+    fail_chord(app, barriers, barrier, reason)
     return barrier

@@ -152,7 +152,7 @@ class BarrierStore(Protocol):
         """In-flight barriers of ``app`` the reaper must look at now."""
 
     def lock(self, name: str, holder: str, ttl: float, now: float) -> bool:
-        """Take or renew a lease held by ``holder`` for ``ttl`` seconds."""
+        """Take or renew a lease held by ``holder`` for ``ttl`` seconds (0: release it)."""
 
 
 def claim_grace(conf: Any) -> float:

@@ -14,6 +14,7 @@ from celery import Celery
 from celery.exceptions import ChordError
 
 from .barrier import Barrier, BarrierStore, callback_arg
+from .deadletter import dead_letter, inputs_of
 from .lazy import reference
 
 logger = logging.getLogger("chordguard.durable")
@@ -39,9 +40,11 @@ def dispatch(app: Celery, store: BarrierStore, barrier: Barrier,
     store.mark_dispatched(barrier.id, barrier.claim_token, time.time())
 
 
-def fail_chord(app: Celery, barrier: Barrier, reason: str) -> None:
-    """The chord failed: fail its callback with a ChordError so its errbacks run."""
+def fail_chord(app: Celery, store: BarrierStore, barrier: Barrier, reason: str) -> None:
+    """The chord failed: fail its callback with a ChordError so its errbacks run, and
+    dead-letter it with the results recorded so far."""
     logger.error("durable chord %s failed: %s", barrier.id, reason)
+    dead_letter(app, barrier, reason, inputs_of(store, barrier))
     callback = app.signature(barrier.callback)
     exc = ChordError(f"durable chord {barrier.id} failed: {reason}")
     try:

@@ -29,6 +29,7 @@ from .barrier import (
     failed,
     succeeded,
 )
+from .deadletter import dead_letter
 from .dispatch import CALLBACK_KEY, HEADER_KEY, dispatch, fail_chord
 from .lazy import LazyResults, referenced_id
 from .store import open_barriers
@@ -62,7 +63,7 @@ def record_part(app: Celery, meta: dict[str, Any], task_id: str, envelope: str,
     if completion.outcome is Outcome.DISPATCH and completion.barrier is not None:
         dispatch(app, store, completion.barrier, completion.envelopes)
     elif completion.outcome is Outcome.FAIL and completion.barrier is not None:
-        fail_chord(app, completion.barrier, completion.barrier.reason or reason)
+        fail_chord(app, store, completion.barrier, completion.barrier.reason or reason)
     elif completion.outcome is Outcome.MISSING:
         logger.warning("durable chord %s: no barrier in %s for part %s", meta["b"],
                        store.url, task_id)
@@ -80,7 +81,8 @@ def _with_retries(call):
     raise UnreachableError(f"durable store did not take the write: {error}")
 
 
-def _on_postrun(sender=None, task_id=None, task=None, retval=None, state=None, **_: Any) -> None:
+def _on_postrun(sender=None, task_id=None, task=None, args=None, retval=None, state=None,
+                **_: Any) -> None:
     request = task.request
     meta = getattr(request, HEADER_KEY, None)
     if meta and state in (SUCCESS, FAILURE):
@@ -97,10 +99,11 @@ def _on_postrun(sender=None, task_id=None, task=None, retval=None, state=None, *
         record_part(task.app, meta, task_id, envelope, is_failure, reason)
     callback = getattr(request, CALLBACK_KEY, None)
     if callback and state in (SUCCESS, FAILURE):
-        _finish_callback(task.app, callback, state, retval)
+        _finish_callback(task.app, callback, state, retval, args[0] if args else None)
 
 
-def _finish_callback(app: Celery, meta: dict[str, Any], state: str, retval: Any) -> None:
+def _finish_callback(app: Celery, meta: dict[str, Any], state: str, retval: Any,
+                     inputs: Any) -> None:
     store = open_barriers(store_url(app, meta.get("s")))
     now = time.time()
     if state == SUCCESS:
@@ -114,7 +117,10 @@ def _finish_callback(app: Celery, meta: dict[str, Any], state: str, retval: Any)
                                            outcome=outcome))
         return
     reason = f"callback raised {type(retval).__name__}: {retval}"
-    _with_retries(lambda: store.finish(meta["b"], BarrierState.FAILED, now, reason=reason))
+    if _with_retries(lambda: store.finish(meta["b"], BarrierState.FAILED, now, reason=reason)):
+        barrier = store.get(meta["b"])
+        if barrier is not None:
+            dead_letter(app, barrier, reason, inputs, error=repr(retval))
 
 
 def _on_prerun(sender=None, task=None, args=None, **_: Any) -> None:

@@ -34,13 +34,26 @@ class ReapReport:
 
 
 def reap(app: Celery, store: str | None = None, holder: str | None = None,
-         lease: float = 30.0, now: float | None = None) -> ReapReport:
-    """One pass over the app's barriers that are due; see the module docstring."""
+         lease: float = 30.0, now: float | None = None, keep_lease: bool = True,
+         ) -> ReapReport:
+    """One pass over the app's barriers that are due; see the module docstring.
+
+    ``keep_lease=False`` releases the lease after the pass (a one-off run).
+    """
     barriers = barriers_for(app, store)
     grace = claim_grace(app.conf)
     now = time.time() if now is None else now
-    if not barriers.lock(f"reaper:{app.main}", holder or _holder(), lease, now):
+    name, holder = f"reaper:{app.main}", holder or _holder()
+    if not barriers.lock(name, holder, lease, now):
         return ReapReport(locked=False)
+    try:
+        return _pass(app, barriers, now, grace)
+    finally:
+        if not keep_lease:
+            barriers.lock(name, holder, 0, time.time())
+
+
+def _pass(app: Celery, barriers: BarrierStore, now: float, grace: float) -> ReapReport:
     report = ReapReport()
     for barrier in barriers.due(app.main or "", now):
         reason = _overdue(barrier.state, barrier.deadline_at, barrier.updated_at,
@@ -48,7 +61,7 @@ def reap(app: Celery, store: str | None = None, holder: str | None = None,
         if reason:
             failed = barriers.fail(barrier.id, reason, now, uuid.uuid4().hex)
             if failed is not None:
-                fail_chord(app, failed, reason)
+                fail_chord(app, barriers, failed, reason)
                 report.failed[barrier.id] = reason
         elif barrier.state is BarrierState.DISPATCHING \
                 and _redispatch(app, barriers, barrier.id, now, grace):
