@@ -25,7 +25,8 @@ def install(app: Celery, store: str | None = None, deadline: float | None = None
     (``with_deadline(callback, s)`` overrides it per chord). Other settings
     (``unlock_max_interval``, ``lost_header_grace``, ``breaker_failures``, ``breaker_window``,
     ``breaker_cooldown``, ``reaper_interval``, ``flush_interval``, ``retention``) may be given
-    here or as ``app.conf.chordguard_<name>``. Raises ConfigurationError on bad values.
+    here or as ``app.conf.chordguard_<name>``. Call it once the app is configured (its
+    result backend is read here). Raises ConfigurationError on bad values.
     """
     existing = guard_of(app)
     if existing is not None:
