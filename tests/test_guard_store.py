@@ -132,3 +132,24 @@ def test_split_results_sorts_failures_from_successes():
     assert successes == [Files(successful_files=2)]
     assert [f["type"] for f in failures] == ["NoneResult", "OSError", "ValidationError"]
     assert chordguard.split_results(None)[1][0]["type"] == "NoneResult"
+
+
+def test_header_task_retries_then_returns_an_envelope_never_a_bare_none():
+    app = Celery("header-task-test", set_as_current=False)
+    calls = []
+
+    @chordguard.header_task(app=app, autoretry_for=(OSError,), max_retries=2,
+                            default_retry_delay=0)
+    def flaky(n) -> dict:
+        calls.append(n)
+        raise OSError("disk gone")
+
+    @chordguard.header_task(app=app)
+    def nothing() -> dict:
+        return None
+
+    result = flaky.apply(args=(1,))  # Celery's own eager run, retries included
+    assert len(calls) == 3
+    assert result.result == {"status": "failed", "error": "disk gone", "type": "OSError",
+                             "task_id": result.id}
+    assert nothing.apply().result["type"] == "NoneResult"
