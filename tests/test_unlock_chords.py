@@ -250,3 +250,24 @@ def test_pickled_unlock_message_is_read_from_its_headers_never_unpickled(make_cl
     assert chord_found.callback_id == callback_id and chord_found.unlock_copies[0].retries == 0
     assert "not JSON" in chord_found.evidence["unreadable unlock body"]
     assert [p.task_id for p in chord_found.header] and chord_found.callback_signature is not None
+
+
+def test_quorum_queues_are_not_peeked(make_cluster):
+    """A requeue counts toward a quorum queue's delivery limit: the peek leaves them alone."""
+    from kombu import Exchange, Queue
+
+    cluster = make_cluster(AMQP_URL, PG_BACKEND)
+    app = cluster.app
+    name = f"cg-quorum-{uuid.uuid4().hex[:8]}"
+    quorum = Queue(name, Exchange(name), name, queue_arguments={"x-queue-type": "quorum"})
+    app.conf.task_queues = [Queue(cluster.queue), quorum]
+    try:
+        sent = app.signature("t.add", (1, 1)).apply_async(queue=quorum).id
+        snapshot = collect(app)
+        assert sent not in snapshot.facts.queued and not snapshot.facts.holdings_complete
+        with app.connection_for_write() as conn:
+            message = conn.default_channel.basic_get(name, no_ack=True)
+        assert message.headers["id"] == sent and not message.delivery_info["redelivered"]
+    finally:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(name)

@@ -84,15 +84,22 @@ class BrokerView:
 
 
 def peek(app: Celery, queues: set[str], limit: int = PER_QUEUE_LIMIT,
-         budget: float = BUDGET, include_held: bool = True) -> BrokerView:
+         budget: float = BUDGET, include_held: bool = True,
+         skip: frozenset[str] = frozenset()) -> BrokerView:
     """Every task message in ``queues`` (and, on Redis with ``include_held``, every message
-    workers hold), oldest first."""
+    workers hold), oldest first. RabbitMQ queues in ``skip`` (quorum, stream: a requeue
+    counts toward their delivery limit) are not read, and the view says it is incomplete."""
     with app.connection_for_read() as conn:
         driver = conn.transport.driver_type
         if driver == "redis":
             return _peek_redis(conn, sorted(queues), limit, include_held)
         if driver == "amqp":
-            return _peek_amqp(conn, sorted(queues), limit, time.monotonic() + budget)
+            view = _peek_amqp(conn, sorted(set(queues) - skip), limit,
+                              time.monotonic() + budget)
+            if unread := sorted(set(queues) & skip):
+                view.truncated = True
+                view.note = f"not peeked (quorum/stream queues count requeues): {unread}"
+            return view
         return BrokerView(driver, note=f"peeking at {driver} brokers is not supported")
 
 

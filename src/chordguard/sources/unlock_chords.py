@@ -31,7 +31,7 @@ from ..model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart, Unlock
 from . import Source, backend_url
 from .broker import BrokerView, TaskMessage, peek
 from .results import TaskState, read_states
-from .workers import HeldRequest, WorkerSurvey, survey
+from .workers import HeldRequest, WorkerSurvey, counts_requeues, survey
 
 UNLOCK_TASK = "celery.chord_unlock"
 CONFIRM_PAUSE = 1.0
@@ -112,8 +112,11 @@ def candidate_queues(app: Celery, consumed: set[str]) -> set[str]:
 def observe(app: Celery, limit: int | None = None) -> tuple[Observation, list[str]]:
     """One observation; ``limit``: stop waiting for inspect replies after that many."""
     configured = candidate_queues(app, set())
+    counting = frozenset(q.name for q in app.amqp.queues.values()
+                         if counts_requeues(q.queue_arguments))
     outcomes = within_each(OBSERVE_TIMEOUT, {  # side by side, so both see the same moment
-        "inspect": lambda: survey(app, limit=limit), "peek": lambda: peek(app, configured)})
+        "inspect": lambda: survey(app, limit=limit),
+        "peek": lambda: peek(app, configured, skip=counting)})
     found, view = outcomes["inspect"], outcomes["peek"]
     if isinstance(view, BaseException):
         raise view
@@ -123,7 +126,8 @@ def observe(app: Celery, limit: int | None = None) -> tuple[Observation, list[st
     else:
         problems += [f"inspect {cmd}: {why}" for cmd, why in found.failed.items()]
         if extra := found.consumed_queues - configured:
-            view.merge(peek(app, extra, include_held=False))
+            view.merge(peek(app, extra, include_held=False,
+                            skip=frozenset(found.counting_queues)))
     observation = Observation(found, view)
     observation.sightings = _sightings(found, view)
     return observation, problems

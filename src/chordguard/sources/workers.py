@@ -46,6 +46,7 @@ class WorkerSurvey:
     requests: list[HeldRequest] = field(default_factory=list)
     revoked: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)  # command -> why it got no answer
+    counting_queues: set[str] = field(default_factory=set)  # quorum/stream: requeues count
 
     def holders(self) -> dict[str, list[HeldRequest]]:
         """Task id -> every request for it, in every worker."""
@@ -90,8 +91,10 @@ def parse(replies: dict[str, dict[str, Any]], failed: dict[str, str]) -> WorkerS
     hosts: set[str] = set()
     for by_host in replies.values():
         hosts.update(by_host)
-    consumed = {q["name"] for queues in replies.get("active_queues", {}).values()
-                for q in queues or [] if isinstance(q, dict) and q.get("name")}
+    declared = [q for queues in replies.get("active_queues", {}).values()
+                for q in queues or [] if isinstance(q, dict) and q.get("name")]
+    consumed = {q["name"] for q in declared}
+    counting = {q["name"] for q in declared if counts_requeues(q.get("queue_arguments"))}
     requests: list[HeldRequest] = []
     for state in ("active", "reserved"):
         for host, infos in replies.get(state, {}).items():
@@ -103,7 +106,13 @@ def parse(replies: dict[str, dict[str, Any]], failed: dict[str, str]) -> WorkerS
                 request.eta = _datetime(entry.get("eta"))
                 requests.append(request)
     revoked = {tid for ids in replies.get("revoked", {}).values() for tid in ids or []}
-    return WorkerSurvey(sorted(hosts), consumed, requests, revoked, failed)
+    return WorkerSurvey(sorted(hosts), consumed, requests, revoked, failed, counting)
+
+
+def counts_requeues(queue_arguments: Any) -> bool:
+    """RabbitMQ quorum and stream queues count each requeue toward a delivery limit."""
+    return isinstance(queue_arguments, dict) and \
+        queue_arguments.get("x-queue-type") in ("quorum", "stream")
 
 
 def _request(info: dict[str, Any], host: str, state: str) -> HeldRequest | None:
