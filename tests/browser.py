@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -35,7 +35,9 @@ def wait(browser: webdriver.Chrome, condition, timeout: float = 30.0, what: str 
     """``condition(browser)`` once truthy; on timeout an AssertionError naming ``what`` with
     the page's text and the browser console, for the failure report."""
     try:
-        return WebDriverWait(browser, timeout, poll_frequency=0.2).until(condition, what)
+        return WebDriverWait(browser, timeout, poll_frequency=0.2,
+                             ignored_exceptions=[StaleElementReferenceException]
+                             ).until(condition, what)
     except TimeoutException:
         body = browser.find_element(By.TAG_NAME, "body").text
         console = browser.get_log("browser")

@@ -5,6 +5,7 @@ fails the chord."""
 from __future__ import annotations
 
 from celery import chord
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
@@ -22,7 +23,13 @@ TOKEN = "browser-test-token"
 
 
 def text_of(browser, selector: str) -> str:
-    return browser.find_element(By.CSS_SELECTOR, selector).text
+    """The element's text; the page re-renders every few seconds, so a stale read retries."""
+    for _ in range(5):
+        try:
+            return browser.find_element(By.CSS_SELECTOR, selector).text
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"{selector} kept being replaced while read")
 
 
 def fail_from_page(browser, token: str) -> str:
@@ -58,7 +65,7 @@ def test_dashboard_shows_the_stuck_chord_and_fails_it(pg_cluster, served, tmp_pa
     try:
         browser.get(server.url + "/")
         row = f'tr[data-chord="{gid}"]'
-        wait(browser, lambda b: code in (b.find_elements(By.CSS_SELECTOR, row) or [b])[0].text,
+        wait(browser, lambda b: any(code in r.text for r in b.find_elements(By.CSS_SELECTOR, row)),
              timeout=60, what="the stuck chord listed with its diagnosis")
         assert "t.tsum" in text_of(browser, row)
         assert text_of(browser, "#health") == "unhealthy"
@@ -72,7 +79,8 @@ def test_dashboard_shows_the_stuck_chord_and_fails_it(pg_cluster, served, tmp_pa
         wait(browser, ec.presence_of_element_located((By.CSS_SELECTOR, row)),
              what="the chord filtered in by its diagnosis")
 
-        browser.find_element(By.CSS_SELECTOR, f"{row} a").click()
+        wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, f"{row} a").click() or True,
+             what="the chord's link clicked")  # retried if the list re-rendered meanwhile
         diagnosis = f'.diagnosis[data-code="{code}"]'
         wait(browser, ec.presence_of_element_located((By.CSS_SELECTOR, diagnosis)),
              what="the diagnosis explained on the chord page")

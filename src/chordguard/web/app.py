@@ -40,7 +40,6 @@ from .store_view import StoreView, store_view
 
 STATIC = files("chordguard.web") / "static"
 LIST_LIMIT = 500
-LOOPBACK_HOSTS = ["127.0.0.1", "localhost"]
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; frame-ancestors 'none'",
     "x-content-type-options": "nosniff",
@@ -53,12 +52,13 @@ class Dashboard:
     """The state one ``serve`` process shares between requests."""
 
     def __init__(self, app: Celery, token: str | None, stuck_after_hours: float,
-                 cache: SnapshotCache | None = None, store: StoreView | None = None) -> None:
+                 cache_seconds: float, refresh_interval: float) -> None:
         self.app, self.token = app, token
         self.tracker = ChordTracker(app)
-        self.cache = cache or SnapshotCache(self.produce)
+        self.cache = SnapshotCache(self.produce, fresh_for=cache_seconds,
+                                   interval=refresh_interval)
         self.stuck_after_hours = stuck_after_hours
-        self.store = store if store is not None else store_view(app)
+        self.store: StoreView = store_view(app)
         self.registry = make_registry(lambda: self.cache.latest, self.store.figures)
 
     def produce(self) -> Figures:
@@ -89,8 +89,7 @@ def create_app(app: Celery, token: str | None = None, stuck_after_hours: float =
                refresh_interval: float = 15.0, cache_seconds: float = 2.0,
                trusted_hosts: list[str] | None = None) -> Starlette:
     """The ASGI app. ``trusted_hosts`` limits the Host header (DNS-rebinding defence)."""
-    board = Dashboard(app, token, stuck_after_hours)
-    board.cache.fresh_for, board.cache.interval = cache_seconds, refresh_interval
+    board = Dashboard(app, token, stuck_after_hours, cache_seconds, refresh_interval)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -113,14 +112,16 @@ def create_app(app: Celery, token: str | None = None, stuck_after_hours: float =
         figures = await board.cache.get()
         wanted = request.path_params["chord_id"]
         found = figures.snapshot.find(wanted)
-        history = await asyncio.to_thread(board.store.journal, found.id if found else wanted)
+        try:
+            history = await asyncio.to_thread(board.store.journal, found.id if found else wanted)
+        except ChordguardError as exc:
+            history = [{"at": None, "event": "journal unreadable", "detail": str(exc)}]
         if found is None and not history:
             return _error(404, "no in-flight chord and no journal record with that group or "
                                "callback id")
         return _json({**board.frame(figures), "history": history,
                       "chord": None if found is None else
-                      chord_detail(found, figures.rates.get(found.id)),
-                      "catalog": {code: to_jsonable(entry) for code, entry in CATALOG.items()}})
+                      chord_detail(found, figures.rates.get(found.id))})
 
     async def fail(request: Request) -> Response:
         if refusal := await board.authorize(request):
@@ -139,7 +140,10 @@ def create_app(app: Celery, token: str | None = None, stuck_after_hours: float =
 
     async def dead_letters(request: Request) -> Response:
         figures = await board.cache.get()
-        items = await asyncio.to_thread(board.store.dead_letters)
+        try:
+            items = await asyncio.to_thread(board.store.dead_letters)
+        except ChordguardError as exc:
+            return _error(502, str(exc))
         return _json({**board.frame(figures), "dead_letters": items})
 
     async def replay(request: Request) -> Response:

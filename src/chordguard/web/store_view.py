@@ -7,17 +7,24 @@ page says there is no queue.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import Celery
 
-from ..errors import DeadLetterError
+from ..errors import ChordguardError, DeadLetterError, UnreachableError
 from ..guard import dlq
 from ..metrics import StoreFigures
 from ..store.base import Store, open_store
 from ..store.records import DLQ_DEAD, ChordRecord, jsonable
+from ..urls import mask_text
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DLQ_COUNT_LIMIT = 100_000
 
@@ -46,6 +53,22 @@ class StoreView:
         raise DeadLetterError("no dead-letter queue: the guard's store is not configured")
 
 
+def _reads_store(method: Callable[..., T]) -> Callable[..., T]:
+    """A store failure (database or Redis error) becomes an UnreachableError naming it."""
+
+    @functools.wraps(method)
+    def guarded(self: JournalView, *args: Any) -> T:
+        try:
+            return method(self, *args)
+        except ChordguardError:
+            raise
+        except Exception as exc:  # driver errors of SQLAlchemy/redis-py, whatever they are
+            raise UnreachableError(f"store {self.store.describe()}: "
+                                   f"{mask_text(str(exc)) or type(exc).__name__}") from exc
+
+    return guarded
+
+
 class JournalView(StoreView):
     """The guard's store: its journal, dead letters and circuit breakers."""
 
@@ -56,17 +79,27 @@ class JournalView(StoreView):
         self._figures = StoreFigures()
 
     def refresh(self) -> None:
+        """Keeps the last figures when the store does not answer (logged)."""
+        try:
+            self._figures = self._read_figures()
+        except UnreachableError as exc:
+            log.warning("%s", exc)
+
+    @_reads_store
+    def _read_figures(self) -> StoreFigures:
         dead = len(self.store.dead_letters(state=DLQ_DEAD, limit=DLQ_COUNT_LIMIT))
-        self._figures = StoreFigures(dead_letters=dead,
-                                     breakers={b.name: b.state for b in self.store.breakers()})
+        return StoreFigures(dead_letters=dead,
+                            breakers={b.name: b.state for b in self.store.breakers()})
 
     def figures(self) -> StoreFigures:
         return self._figures
 
+    @_reads_store
     def journal(self, chord_id: str) -> list[dict[str, Any]]:
         record = self.store.chord(chord_id)
         return [] if record is None else history(record, self.store.parts(chord_id))
 
+    @_reads_store
     def dead_letters(self) -> list[dict[str, Any]]:
         return [{"id": letter.id, "state": letter.state, "chord_id": letter.chord_id,
                  "callback": letter.callback_name, "reason": letter.reason,
@@ -74,9 +107,11 @@ class JournalView(StoreView):
                  "note": letter.note, "inputs": jsonable(letter.inputs)}
                 for letter in self.store.dead_letters()]
 
+    @_reads_store
     def replay(self, letter_id: str) -> dict[str, Any]:
         return dlq.replay(self.app, self.store, letter_id)
 
+    @_reads_store
     def drop(self, letter_id: str, reason: str) -> dict[str, Any]:
         return dlq.drop(self.store, letter_id, reason)
 
