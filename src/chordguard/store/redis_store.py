@@ -1,4 +1,5 @@
-"""The store in Redis: one hash per chord, sorted sets of open chords and dead letters.
+"""The store in Redis: one hash per chord, sorted sets of open chords (by deadline) and
+dead letters.
 
 Keys start with ``chordguard:``. Ended chords expire after the retention period.
 """
@@ -28,13 +29,19 @@ PREFIX = "chordguard:"
 FAILED_PART_STATES = frozenset({"FAILURE", "REVOKED", "REJECTED"})
 NO_DEADLINE = 1e18
 
-# KEYS: chord hash, open zset, app open zset; ARGV: state, reason, ended_at, retention, id
+# KEYS: chord hash, open zset; ARGV: data json, state, polls, duplicates, score, id
+_RECORD = """
+if redis.call('HSETNX', KEYS[1], 'data', ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'polls', ARGV[3], 'duplicates', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
+return 1
+"""
+# KEYS: chord hash, open zset; ARGV: state, reason, ended_at, retention, id
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'ended_at', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZREM', KEYS[2], ARGV[5])
-redis.call('ZREM', KEYS[3], ARGV[5])
 return 1
 """
 # KEYS: lease; ARGV: expect, new, ttl ms
@@ -70,6 +77,7 @@ class RedisStore(Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self.client: redis.Redis = redis_client(url)
+        self._record = self.client.register_script(_RECORD)
         self._finish = self.client.register_script(_FINISH)
         self._swap = self.client.register_script(_SWAP)
         self._replace = self.client.register_script(_REPLACE)
@@ -82,21 +90,19 @@ class RedisStore(Store):
     # journal
     def record_chord(self, record: ChordRecord) -> None:
         key = self._key("chord", record.id)
-        static = {name: getattr(record, name) for name in _STATIC}
-        if not self.client.hsetnx(key, "data", json.dumps(static, default=repr)):
+        static = json.dumps({name: getattr(record, name) for name in _STATIC}, default=repr)
+        if record.state == OPEN:
+            score = record.deadline_at if record.deadline_at is not None else NO_DEADLINE
+            self._record(keys=[key, self._key("open")],
+                         args=[static, record.state, record.polls, record.duplicates, score,
+                               record.id])
             return
-        score = record.deadline_at if record.deadline_at is not None else NO_DEADLINE
-        with self.client.pipeline() as pipe:
-            pipe.hset(key, mapping={"state": record.state, "polls": record.polls,
-                                    "duplicates": record.duplicates})
-            if record.state == OPEN:
-                pipe.zadd(self._key("open"), {record.id: score})
-                pipe.zadd(self._key("open", record.app), {record.id: score})
-            else:
-                pipe.hset(key, mapping={"reason": record.reason or "",
-                                        "ended_at": record.ended_at or now()})
-                pipe.expire(key, int(self.retention))
-            pipe.execute()
+        if self.client.hsetnx(key, "data", static):
+            self.client.hset(key, mapping={"state": record.state, "polls": record.polls,
+                                           "duplicates": record.duplicates,
+                                           "reason": record.reason or "",
+                                           "ended_at": record.ended_at or now()})
+            self.client.expire(key, int(self.retention))
 
     def record_parts(self, updates: list[PartUpdate]) -> None:
         if not updates:
@@ -118,11 +124,10 @@ class RedisStore(Store):
 
     def open_chords(self, app: str | None = None, due_before: float | None = None,
                     limit: int = 10000) -> list[ChordRecord]:
-        key = self._key("open", app) if app is not None else self._key("open")
         top = f"({due_before}" if due_before is not None else "+inf"
-        ids = [i.decode() for i in self.client.zrangebyscore(key, "-inf", top, start=0,
-                                                            num=limit)]
-        return sorted((c for c in self._chords(ids) if c.open), key=lambda c: c.created_at)
+        ids = [i.decode() for i in self.client.zrangebyscore(self._key("open"), "-inf", top)]
+        found = [c for c in self._chords(ids) if c.open and (app is None or c.app == app)]
+        return sorted(found, key=lambda c: c.created_at)[:limit]
 
     def _chords(self, ids: list[str]) -> list[ChordRecord]:
         with self.client.pipeline(transaction=False) as pipe:
@@ -148,12 +153,8 @@ class RedisStore(Store):
 
     def finish_chord(self, chord_id: str, state: str, reason: str) -> bool:
         assert state in TERMINAL, state
-        record = self.chord(chord_id)
-        if record is None:
-            return False
-        return bool(self._finish(
-            keys=[self._key("chord", chord_id), self._key("open"), self._key("open", record.app)],
-            args=[state, reason, now(), int(self.retention), chord_id]))
+        return bool(self._finish(keys=[self._key("chord", chord_id), self._key("open")],
+                                 args=[state, reason, now(), int(self.retention), chord_id]))
 
     def count(self, chord_id: str, name: str, n: int = 1) -> None:
         assert name in ("polls", "duplicates"), name
