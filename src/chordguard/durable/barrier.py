@@ -132,8 +132,10 @@ class BarrierStore(Protocol):
         """``dispatching`` -> ``dispatched`` if ``token`` still holds the claim."""
 
     def finish(self, barrier_id: str, state: BarrierState, now: float, outcome: str | None = None,
-               reason: str | None = None) -> bool:
-        """``dispatched`` (or ``dispatching``) -> ``succeeded``/``failed``: the callback ended."""
+               reason: str | None = None, app: str | None = None) -> bool:
+        """``dispatched`` (or ``dispatching``) -> ``succeeded``/``failed``: the callback ended.
+
+        ``app`` (the creating app's name) saves a Redis store one read when given."""
 
     def fail(self, barrier_id: str, reason: str, now: float, token: str) -> Barrier | None:
         """Any in-flight state -> ``failed``; the failed barrier, or None if already final."""

@@ -34,7 +34,7 @@ def dispatch(app: Celery, store: BarrierStore, barrier: Barrier,
     callback = app.signature(barrier.callback)
     headers = dict(callback.options.get("headers") or {})
     headers[CALLBACK_KEY] = {"b": barrier.id, "s": barrier.store, "n": barrier.total,
-                             "p": barrier.policy.value}
+                             "p": barrier.policy.value, "a": barrier.app}
     callback.apply_async((results,), task_id=barrier.callback_id, headers=headers)
     # False when the callback already finished (or the claim moved on): nothing to do
     store.mark_dispatched(barrier.id, barrier.claim_token, time.time())

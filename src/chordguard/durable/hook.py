@@ -72,7 +72,8 @@ def record_part(app: Celery, meta: dict[str, Any], task_id: str, envelope: str,
 
 def _with_retries(call):
     for delay in RETRY_DELAYS:
-        time.sleep(delay)
+        if delay:
+            time.sleep(delay)
         try:
             return call()
         except Exception as exc:  # connection errors of any store driver
@@ -114,10 +115,11 @@ def _finish_callback(app: Celery, meta: dict[str, Any], state: str, retval: Any,
         if outcome is not None and len(outcome) > MAX_OUTCOME_BYTES:
             outcome = None
         _with_retries(lambda: store.finish(meta["b"], BarrierState.SUCCEEDED, now,
-                                           outcome=outcome))
+                                           outcome=outcome, app=meta.get("a")))
         return
     reason = f"callback raised {type(retval).__name__}: {retval}"
-    if _with_retries(lambda: store.finish(meta["b"], BarrierState.FAILED, now, reason=reason)):
+    if _with_retries(lambda: store.finish(meta["b"], BarrierState.FAILED, now, reason=reason,
+                                          app=meta.get("a"))):
         barrier = store.get(meta["b"])
         if barrier is not None:
             dead_letter(app, barrier, reason, inputs, error=repr(retval))

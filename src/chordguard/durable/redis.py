@@ -184,8 +184,8 @@ class RedisBarriers:
         return None if after is None else _barrier(barrier_id, _pairs(after))
 
     def finish(self, barrier_id: str, state: BarrierState, now: float, outcome: str | None = None,
-               reason: str | None = None) -> bool:
-        return self._move(barrier_id, None, (BarrierState.DISPATCHED, BarrierState.DISPATCHING),
+               reason: str | None = None, app: str | None = None) -> bool:
+        return self._move(barrier_id, app, (BarrierState.DISPATCHED, BarrierState.DISPATCHING),
                           state, now, reason=reason, outcome=outcome) is not None
 
     def fail(self, barrier_id: str, reason: str, now: float, token: str) -> Barrier | None:

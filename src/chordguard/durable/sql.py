@@ -246,7 +246,7 @@ class SqlBarriers:
         return bool(self._run(lambda conn: conn.execute(query).rowcount))
 
     def finish(self, barrier_id: str, state: BarrierState, now: float, outcome: str | None = None,
-               reason: str | None = None) -> bool:
+               reason: str | None = None, app: str | None = None) -> bool:
         values = {k: v for k, v in (("outcome", outcome), ("reason", reason)) if v is not None}
         return self._move(barrier_id, (BarrierState.DISPATCHED, BarrierState.DISPATCHING), state,
                           now, **values) is not None
