@@ -50,7 +50,8 @@ def test_journal_counts_parts_once_and_ends_a_chord_once(store):
                         PartUpdate(chord.id, "b", "FAILURE", now + 1)])
     store.record_parts([PartUpdate(chord.id, "a", "SUCCESS", now + 2)])  # redelivered part
     found = store.chord(chord.id)
-    assert (found.done, found.failed, found.last_progress_at) == (2, 1, pytest.approx(now + 1))
+    assert (found.done, found.failed) == (2, 1)
+    assert found.last_progress_at == pytest.approx(now + 1, abs=0.01)
     assert store.parts(chord.id) == {"a": "SUCCESS", "b": "FAILURE"}
     assert {c.id for c in store.open_chords(app=app)} == {chord.id, late.id}
     assert [c.id for c in store.open_chords(app=app, due_before=time.time())] == [late.id]

@@ -36,6 +36,12 @@ redis.call('HSET', KEYS[1], 'state', ARGV[2], 'polls', ARGV[3], 'duplicates', AR
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
 return 1
 """
+# KEYS: parts hash; ARGV: ttl, then task id, "state|at" pairs (first report kept)
+_PARTS = """
+for i = 2, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
 # KEYS: chord hash, open zset; ARGV: state, reason, ended_at, retention, id
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return 0 end
@@ -78,6 +84,7 @@ class RedisStore(Store):
         self.url = url
         self.client: redis.Redis = redis_client(url)
         self._record = self.client.register_script(_RECORD)
+        self._parts = self.client.register_script(_PARTS)
         self._finish = self.client.register_script(_FINISH)
         self._swap = self.client.register_script(_SWAP)
         self._replace = self.client.register_script(_REPLACE)
@@ -107,11 +114,14 @@ class RedisStore(Store):
     def record_parts(self, updates: list[PartUpdate]) -> None:
         if not updates:
             return
+        by_chord: dict[str, dict[str, str]] = {}
+        for u in updates:  # a part delivered twice keeps its first report
+            by_chord.setdefault(u.chord_id, {}).setdefault(u.task_id, f"{u.state}|{u.at}")
         with self.client.pipeline(transaction=False) as pipe:
-            for u in updates:
-                key = self._key("parts", u.chord_id)
-                pipe.hsetnx(key, u.task_id, f"{u.state}|{u.at}")
-                pipe.expire(key, int(self.retention))
+            for chord_id, finished in by_chord.items():
+                flat = [item for pair in finished.items() for item in pair]
+                self._parts(keys=[self._key("parts", chord_id)],
+                            args=[int(self.retention), *flat], client=pipe)
             pipe.execute()
 
     def chord(self, chord_id: str) -> ChordRecord | None:
