@@ -94,6 +94,8 @@ class PrivateRedis:
                     event = monitor.next_command()
                 except redis.TimeoutError:
                     continue
+                except redis.ConnectionError:  # the server was stopped at the end of the run
+                    return
                 raw = event.get("command", "")
                 name = raw.split(" ", 1)[0].upper() if raw else ""
                 if event.get("client_type") == "lua" or not name:
