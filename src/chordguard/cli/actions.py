@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
-from ..actions import fail_chord, plan_fail
+from ..actions import fail_chord, plan_fail, purge_coordination
 from ..collect import collect
+from ..errors import UnreachableError
 from ..model import to_jsonable
 from ..monitor import stuck_chords
+from ..sources.unlock_chords import candidate_queues
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, command, settings
 from .monitor import MAX_HOURS
 
@@ -37,3 +39,34 @@ def revoke(max_hours: float, dry_run: bool) -> int:
         opts.console.print(f"[green]no stuck chords[/] (limit {max_hours:g} h)")
     failed_sources = [s for s in snapshot.sources if not s.ok]
     return EXIT_PROBLEMS if failed_sources else EXIT_OK
+
+
+@command(COMMANDS, name="clean")
+@click.option("--force", is_flag=True, help="Required: this deletes messages.")
+@click.option("--all-queues", is_flag=True,
+              help="Purge every message of every queue the app knows, not only chord_unlock.")
+@click.option("--dry-run", is_flag=True, help="Count what would go; change nothing.")
+def clean(force: bool, all_queues: bool, dry_run: bool) -> int:
+    """Purge chord-coordination (chord_unlock) messages and fail the chords they served."""
+    if not (force or dry_run):
+        raise click.UsageError("clean deletes broker messages: add --force (or --dry-run)")
+    opts = settings()
+    snapshot = collect(opts.app)
+    if any(not s.ok for s in snapshot.sources):
+        details = "; ".join(f"{s.name}: {s.detail}" for s in snapshot.sources if not s.ok)
+        raise UnreachableError(f"not cleaning on a partial view ({details})")
+    queues = candidate_queues(opts.app, snapshot.facts.consumed_queues or set())
+    report = purge_coordination(opts.app, snapshot.chords, queues, all_queues, dry_run)
+    if opts.json:
+        opts.emit_json({"schema": "chordguard.clean/1", **to_jsonable(report)})
+        return EXIT_OK
+    verb = "would remove" if dry_run else "removed"
+    for queue, count in sorted(report.removed.items()):
+        if count:
+            opts.console.print(f"{verb} {count} message(s) from {queue}")
+    if not any(report.removed.values()):
+        opts.console.print("no matching messages")
+    for plan in report.failed_chords:
+        opts.console.print(f"{'would fail' if dry_run else 'failed'} chord {plan.chord_id}: "
+                           f"{plan.callback}")
+    return EXIT_OK

@@ -1,0 +1,97 @@
+"""revoke and clean end chords properly: the callback FAILS with ChordError, errbacks run,
+nothing else on the broker is touched. Real workers, PostgreSQL backend, both brokers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from celery import chord
+from sqlalchemy import create_engine, text
+
+from chordguard.sources.broker import peek
+from tests.cluster import AMQP_URL, PG_BACKEND, PG_URL, REDIS_URL, chordguard_cli, wait_for
+
+BROKERS = [pytest.param(REDIS_URL, id="redis"), pytest.param(AMQP_URL, id="amqp")]
+
+
+def lost_header_chord(cluster):
+    """An unlock chord that polls forever: a finished header's result row is deleted while a
+    slower header runs. The callback has an errback whose result id we know."""
+    app = cluster.app
+    errback = app.signature("t.echo", ("errback-ran",), immutable=True).set(
+        task_id=f"errback-{cluster.namespace}")
+    header = [app.signature("t.add", (1, 1)), app.signature("t.sleep", (2, 5))]
+    result = chord(header)(app.signature("t.tsum").on_error(errback))
+    quick = result.parent.results[0].id
+    wait_for(lambda: app.AsyncResult(quick).state == "SUCCESS", what="quick header")
+    with create_engine(PG_URL).begin() as db:
+        db.execute(text("DELETE FROM celery_taskmeta WHERE task_id = :id"), {"id": quick})
+    wait_for(lambda: app.AsyncResult(result.parent.results[1].id).state == "SUCCESS",
+             what="slow header")
+    return result, errback
+
+
+def cli_json(cluster, *args: str) -> tuple[int, dict]:
+    done = chordguard_cli(cluster, *args, "--json")
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def wait_stuck(cluster, group_id: str) -> None:
+    def stuck():
+        code, document = cli_json(cluster, "check", "--max-hours", "1")
+        return code == 1 and group_id in [c["id"] for c in document["chords"]]
+
+    wait_for(stuck, timeout=60, interval=1, what="the chord to be reported stuck")
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_revoke_fails_the_callback_and_runs_its_errbacks(make_cluster, broker):
+    cluster = make_cluster(broker, PG_BACKEND, {"chordguard_lost_header_grace": 2})
+    cluster.start_worker()
+    result, errback = lost_header_chord(cluster)
+    wait_stuck(cluster, result.parent.id)
+
+    code, plan = cli_json(cluster, "revoke", "--max-hours", "1", "--dry-run")
+    assert plan["dry_run"] and [p["chord_id"] for p in plan["chords"]] == [result.parent.id]
+    assert result.state == "PENDING"  # a dry run changes nothing
+
+    code, done = cli_json(cluster, "revoke", "--max-hours", "1")
+    assert code == 0 and [p["chord_id"] for p in done["chords"]] == [result.parent.id]
+    wait_for(lambda: result.state == "FAILURE", what="callback FAILURE")
+    assert type(result.result).__name__ == "ChordError"
+    assert "failed by chordguard" in str(result.result)
+    assert cluster.app.AsyncResult(errback.id).get(timeout=30) == "errback-ran"
+    wait_for(lambda: cli_json(cluster, "check", "--max-hours", "1")[0] == 0, timeout=30,
+             what="the failed chord to leave the stuck list")
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_clean_purges_only_unlock_messages_and_fails_their_chords(make_cluster, broker):
+    cluster = make_cluster(broker, PG_BACKEND, {"chordguard_lost_header_grace": 2})
+    side = f"side-{cluster.namespace}"
+    cluster.conf["task_routes"] = {"t.none": {"queue": side}}  # makes the queue known
+    cluster.app.conf.task_routes = cluster.conf["task_routes"]
+    cluster.start_worker()
+    result, _ = lost_header_chord(cluster)
+    wait_stuck(cluster, result.parent.id)
+    for i in range(3):  # ordinary messages nobody consumes: clean must leave them, in order
+        cluster.app.signature("t.echo", (f"keep-{i}",)).apply_async(queue=side)
+
+    refused = chordguard_cli(cluster, "clean")
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    code, dry = cli_json(cluster, "clean", "--dry-run")
+    assert [p["chord_id"] for p in dry["failed_chords"]] == [result.parent.id]
+    assert result.state == "PENDING"
+
+    code, cleaned = cli_json(cluster, "clean", "--force")
+    assert code == 0 and not cleaned["dry_run"]
+    wait_for(lambda: result.state == "FAILURE", what="callback FAILURE after clean")
+    assert "purged by chordguard clean" in str(result.result)
+    view = peek(cluster.app, {side, cluster.queue})
+    kept = [m.args[0] for m in view.messages if m.queue == side]
+    assert kept == ["keep-0", "keep-1", "keep-2"]
+    assert not [m for m in view.messages if m.name == "celery.chord_unlock" and not m.held]
+    wait_for(lambda: not cli_json(cluster, "status")[1]["chords"], timeout=30,
+             what="no chord left in flight")
