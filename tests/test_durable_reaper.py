@@ -38,6 +38,10 @@ def test_deadline_is_reaped_by_the_cli_and_the_monitor_shows_the_chord(make_clus
     assert [p["state"] for p in detail["header"]] == ["SUCCESS", "PENDING"]
 
     time.sleep(max(0.0, handle.barrier().deadline_at - time.time()) + 0.2)
+    check = chordguard_cli(cluster, "check", "--json")
+    [overdue] = [c for c in json.loads(check.stdout)["chords"] if c["id"] == handle.id]
+    assert "durable_overdue" in [d["code"] for d in overdue["diagnoses"]]
+    assert check.returncode == 1
     reaped = chordguard_cli(cluster, "reap", "--once", "--json")
     assert "deadline passed while waiting" in json.loads(reaped.stdout)["failed"][handle.id]
     assert handle.state == "failed"

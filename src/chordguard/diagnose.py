@@ -67,6 +67,11 @@ CATALOG: dict[str, Code] = {c.code: c for c in [
     Code("duplicate_callback", Severity.WARNING,
          "The callback ran more than once for this chord.",
          "Make the callback idempotent or run-once (@chordguard.chord_callback)."),
+    Code("durable_overdue", Severity.BLOCKING,
+         "A durable chord is past its deadline and still in flight: no reaper is running for "
+         "its app, so nothing will end it.",
+         "Run `chordguard -A proj reap` (or schedule the beat task chordguard.durable.reap); "
+         "`chordguard revoke` fails it now."),
 ]}
 
 Rule = Callable[[Chord, ClusterFacts], Diagnosis | None]
@@ -218,9 +223,18 @@ def no_consumer(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
                 headers=headers, unlocks=unlocks, workers=facts.workers)
 
 
+def durable_overdue(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    if chord.kind is not ChordKind.DURABLE or chord.deadline_at is None \
+            or facts.now < chord.deadline_at:
+        return None
+    late = (facts.now - chord.deadline_at).total_seconds()
+    return make("durable_overdue", f"deadline passed {format_seconds(late)} ago, not reaped",
+                deadline_at=chord.deadline_at.isoformat(), seconds_late=late)
+
+
 RULES: list[Rule] = [header_failed, callback_failed, counter_lost, counter_expiring,
                      orphaned_redis_body, lost_header, unlock_storm, orphaned_unlock_body,
-                     no_consumer]
+                     no_consumer, durable_overdue]
 
 
 def diagnose(chord: Chord, facts: ClusterFacts, stuck_after_hours: float | None = None,
