@@ -78,7 +78,7 @@ def sources_line(snapshot: Snapshot) -> Text:
     for report in snapshot.sources:
         text += Text(f"{report.name} ", style="green" if report.ok else "bold red")
         if not report.ok:
-            text += Text(f"({report.detail}) ", style="red")
+            text += Text(f"FAILED ({report.detail}) ", style="red")
     if not snapshot.sources:
         text += Text("none applied to this app", style="yellow")
     return text
