@@ -9,7 +9,16 @@ import uuid
 
 import pytest
 
-from chordguard.durable.barrier import BarrierState, Outcome, Policy, failed, succeeded
+from chordguard.durable.barrier import (
+    KEEP_SECONDS,
+    BarrierState,
+    Outcome,
+    Policy,
+    failed,
+    succeeded,
+)
+from chordguard.durable.redis import PREFIX
+from chordguard.durable.sql import SqlBarriers
 from chordguard.durable.store import open_barriers
 from tests.durable_helpers import STORES, new_barrier
 
@@ -20,14 +29,23 @@ def store(request, tmp_path):
     return open_barriers(url)
 
 
-def complete(store, barrier, index, ok=True, app="t"):
+@pytest.fixture
+def app(store):
+    """An app name of this test's own; its barriers are ended and purged afterwards."""
+    name = "store-test-" + uuid.uuid4().hex[:8]
+    yield name
+    for barrier in store.in_flight(name):
+        store.fail(barrier.id, "test over", time.time(), "cleanup")
+    store.purge(name, time.time() + 1)
+
+
+def complete(store, barrier, index, ok=True):
     envelope = succeeded(f"h{index}", index) if ok else failed(f"h{index}", RuntimeError("x"))
     return store.complete(barrier.id, index, envelope, not ok, time.time(), uuid.uuid4().hex,
-                          app=app)
+                          app=barrier.app)
 
 
-def test_racing_final_completions_claim_exactly_once(store):
-    app = "race-" + uuid.uuid4().hex[:8]
+def test_racing_final_completions_claim_exactly_once(store, app):
     for _ in range(15):
         barrier = new_barrier(2, app)
         store.create(barrier)
@@ -36,7 +54,7 @@ def test_racing_final_completions_claim_exactly_once(store):
 
         def finish(index: int, barrier=barrier, start=start, outcomes=outcomes) -> None:
             start.wait()
-            outcomes.append(complete(store, barrier, index, app=app).outcome)
+            outcomes.append(complete(store, barrier, index).outcome)
 
         threads = [threading.Thread(target=finish, args=(i,)) for i in (0, 1, 0, 1)]
         for thread in threads:
@@ -48,8 +66,8 @@ def test_racing_final_completions_claim_exactly_once(store):
         assert store.get(barrier.id).state is BarrierState.DISPATCHING
 
 
-def test_dispatch_carries_envelopes_in_header_order_and_ignores_duplicates(store):
-    barrier = new_barrier(3, "t")
+def test_dispatch_carries_envelopes_in_header_order_and_ignores_duplicates(store, app):
+    barrier = new_barrier(3, app)
     store.create(barrier)
     assert complete(store, barrier, 2).outcome is Outcome.COUNTED
     assert complete(store, barrier, 0).outcome is Outcome.COUNTED
@@ -64,11 +82,11 @@ def test_dispatch_carries_envelopes_in_header_order_and_ignores_duplicates(store
     assert store.finish(barrier.id, BarrierState.SUCCEEDED, time.time(), outcome="3")
     assert not store.finish(barrier.id, BarrierState.FAILED, time.time(), reason="late")
     assert store.get(barrier.id).state is BarrierState.SUCCEEDED
-    assert barrier.id not in {b.id for b in store.in_flight("t")}
+    assert barrier.id not in {b.id for b in store.in_flight(app)}
 
 
-def test_fail_policy_first_failure_claims_the_failure(store):
-    barrier = new_barrier(3, "t")
+def test_fail_policy_first_failure_claims_the_failure(store, app):
+    barrier = new_barrier(3, app)
     store.create(barrier)
     assert complete(store, barrier, 0).outcome is Outcome.COUNTED
     first = complete(store, barrier, 1, ok=False)
@@ -79,8 +97,8 @@ def test_fail_policy_first_failure_claims_the_failure(store):
     assert store.fail(barrier.id, "again", time.time(), "tok") is None
 
 
-def test_continue_policy_counts_failures_and_dispatches(store):
-    barrier = new_barrier(2, "t", policy=Policy.CONTINUE)
+def test_continue_policy_counts_failures_and_dispatches(store, app):
+    barrier = new_barrier(2, app, policy=Policy.CONTINUE)
     store.create(barrier)
     assert complete(store, barrier, 0, ok=False).outcome is Outcome.COUNTED
     last = complete(store, barrier, 1)
@@ -88,8 +106,8 @@ def test_continue_policy_counts_failures_and_dispatches(store):
     assert '"status": "failed"' in last.envelopes[0]
 
 
-def test_a_dead_claim_is_reclaimed_only_after_the_grace(store):
-    barrier = new_barrier(1, "t")
+def test_a_dead_claim_is_reclaimed_only_after_the_grace(store, app):
+    barrier = new_barrier(1, app)
     store.create(barrier)
     claim = complete(store, barrier, 0)
     assert claim.outcome is Outcome.DISPATCH
@@ -101,11 +119,24 @@ def test_a_dead_claim_is_reclaimed_only_after_the_grace(store):
     assert store.mark_dispatched(barrier.id, "second", now + 31)
 
 
-def test_unknown_barrier_and_lease(store):
-    assert complete(store, new_barrier(1, "t"), 0).outcome is Outcome.MISSING
+def test_unknown_barrier_and_lease(store, app):
+    assert complete(store, new_barrier(1, app), 0).outcome is Outcome.MISSING
     name = "lease-" + uuid.uuid4().hex
     assert store.lock(name, "a", 0.5, time.time())
     assert not store.lock(name, "b", 0.5, time.time())
     assert store.lock(name, "a", 0.5, time.time())
     time.sleep(0.7)
     assert store.lock(name, "b", 5, time.time())
+
+
+def test_purge_deletes_ended_barriers_only(store, app):
+    ended, running = new_barrier(1, app), new_barrier(1, app)
+    store.create(ended)
+    store.create(running)
+    assert store.fail(ended.id, "over", time.time(), "tok") is not None
+    purged = store.purge(app, time.time() + 1)
+    assert store.get(running.id) is not None
+    if isinstance(store, SqlBarriers):
+        assert purged == 1 and store.get(ended.id) is None
+    else:  # Redis: the keys expire by themselves
+        assert 0 < store.redis.ttl(f"{PREFIX}b:{ended.id}") <= KEEP_SECONDS

@@ -153,6 +153,10 @@ class BarrierStore(Protocol):
     def due(self, app: str, now: float, limit: int = 500) -> list[Barrier]:
         """In-flight barriers of ``app`` the reaper must look at now."""
 
+    def purge(self, app: str, before: float) -> int:
+        """Delete ``app``'s barriers that ended before ``before``; how many (Redis: their keys
+        expire by themselves, 0)."""
+
     def lock(self, name: str, holder: str, ttl: float, now: float) -> bool:
         """Take or renew a lease held by ``holder`` for ``ttl`` seconds (0: release it)."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from celery import Celery
 
-from .barrier import BarrierState, BarrierStore, claim_grace
+from .barrier import KEEP_SECONDS, BarrierState, BarrierStore, claim_grace
 from .dispatch import dispatch, fail_chord
 from .store import barriers_for
 
@@ -31,6 +31,7 @@ class ReapReport:
     locked: bool = True
     failed: dict[str, str] = field(default_factory=dict)  # chord id -> reason
     redispatched: list[str] = field(default_factory=list)
+    purged: int = 0  # ended barriers deleted after KEEP_SECONDS
 
 
 def reap(app: Celery, store: str | None = None, holder: str | None = None,
@@ -47,7 +48,9 @@ def reap(app: Celery, store: str | None = None, holder: str | None = None,
     if not barriers.lock(name, holder, lease, now):
         return ReapReport(locked=False)
     try:
-        return _pass(app, barriers, now, grace)
+        report = _pass(app, barriers, now, grace)
+        report.purged = barriers.purge(app.main or "", now - KEEP_SECONDS)
+        return report
     finally:
         if not keep_lease:
             barriers.lock(name, holder, 0, time.time())

@@ -226,6 +226,9 @@ class RedisBarriers:
                 found.append(_barrier(barrier_id, {_text(k): _text(v) for k, v in data.items()}))
         return found
 
+    def purge(self, app: str, before: float) -> int:
+        return 0  # finished barriers' keys expire ``keep`` seconds after they end
+
     def lock(self, name: str, holder: str, ttl: float, now: float) -> bool:
         return bool(self._lock(keys=[f"{PREFIX}lock:{name}"], args=[holder, int(ttl * 1000)]))
 

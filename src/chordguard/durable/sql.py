@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     exc,
+    select,
     text,
 )
 
@@ -38,7 +39,6 @@ from ..store.connections import sql_engine
 from .barrier import (
     CLAIM_GRACE,
     IN_FLIGHT,
-    KEEP_SECONDS,
     Barrier,
     BarrierState,
     Completion,
@@ -72,6 +72,7 @@ BARRIER = Table(
     Column("outcome", Text),
     Column("finished_at", Float),
     Index("chordguard_durable_barrier_due", "app", "due_at"),
+    Index("chordguard_durable_barrier_finished", "app", "finished_at"),
 )
 PART = Table(
     "chordguard_durable_part", metadata,
@@ -129,8 +130,8 @@ _LOCK = text("INSERT INTO chordguard_durable_lock (name, holder, expires_at) "
 class SqlBarriers:
     """``BarrierStore`` on PostgreSQL or SQLite."""
 
-    def __init__(self, url: str, keep: float = KEEP_SECONDS) -> None:
-        self.url, self.keep = url, keep
+    def __init__(self, url: str) -> None:
+        self.url = url
         self.engine = sql_engine(url)
         self.postgres = self.engine.dialect.name == "postgresql"
         self._local = threading.local()
@@ -283,6 +284,20 @@ class SqlBarriers:
         query = BARRIER.select().where(BARRIER.c.app == app, BARRIER.c.due_at <= now) \
             .order_by(BARRIER.c.due_at).limit(limit)
         return [_barrier(r) for r in self._run(lambda conn: conn.execute(query).mappings().all())]
+
+    def purge(self, app: str, before: float) -> int:
+        ended = select(BARRIER.c.id).where(BARRIER.c.app == app,
+                                           BARRIER.c.finished_at < before)
+
+        def delete(conn: Connection) -> int:
+            conn.execute(PART.delete().where(PART.c.barrier_id.in_(ended)))
+            conn.execute(HEADER.delete().where(HEADER.c.barrier_id.in_(ended)))
+            return conn.execute(BARRIER.delete().where(BARRIER.c.id.in_(ended))).rowcount
+
+        if self.postgres:  # all three or none
+            with self.engine.begin() as conn:
+                return delete(conn)
+        return self._run(delete)
 
     def lock(self, name: str, holder: str, ttl: float, now: float) -> bool:
         params = {"name": name, "holder": holder, "expires": now + ttl, "now": now}
