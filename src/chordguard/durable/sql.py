@@ -135,6 +135,7 @@ class SqlBarriers:
         self.engine = sql_engine(url)
         self.postgres = self.engine.dialect.name == "postgresql"
         self._local = threading.local()
+        self._pid = os.getpid()
         self._create_tables()
 
     def _create_tables(self) -> None:
@@ -145,7 +146,11 @@ class SqlBarriers:
 
     def _run(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in one transaction: autocommit on this thread's connection (PostgreSQL),
-        a pooled transaction (SQLite). A broken connection is replaced once."""
+        a pooled transaction (SQLite). A broken connection is replaced once; a forked
+        process (prefork pool child) never uses its parent's pooled connections."""
+        if self._pid != os.getpid():
+            self.engine.dispose(close=False)
+            self._pid = os.getpid()
         if not self.postgres:
             with self.engine.begin() as conn:
                 return fn(conn)
