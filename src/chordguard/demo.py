@@ -17,6 +17,7 @@ from pathlib import Path
 from celery import chord
 from rich.console import Console
 from rich.rule import Rule
+from rich.text import Text
 
 from .demo_app import make_demo_app
 from .errors import ChordguardError
@@ -57,13 +58,15 @@ def run_demo(root: Path, console: Console) -> int:
         time.sleep(5)
 
         console.print(Rule("chordguard status"))
-        _cli(env, "status")
+        console.print(_cli(env, "status")[1])
         console.print(Rule("chordguard check --max-hours 1"))
-        _wait(lambda: _cli(env, "check", "--max-hours", "1", quiet=True) == 1,
-              DETECT_TIMEOUT, "check to report the stuck chord")
-        _cli(env, "check", "--max-hours", "1")
+        check = _until(env, ("check", "--max-hours", "1"), lambda code, _: code == 1,
+                       "check to report the stuck chord")
+        console.print(check)
         console.print(Rule("chordguard revoke --max-hours 1  (fails the stuck chord)"))
-        _cli(env, "revoke", "--max-hours", "1")
+        revoke = _until(env, ("revoke", "--max-hours", "1"), lambda _, out: "failed" in out,
+                        "revoke to fail the stuck chord")
+        console.print(revoke)
         _wait(lambda: stuck.state == "FAILURE", 20, "the callback to be marked FAILURE")
         console.print(f"callback {stuck.id} is now [bold]{stuck.state}[/]: "
                       f"{stuck.result!r} — nobody waits on it forever")
@@ -96,10 +99,26 @@ def _delete_result(database: Path, task_id: str) -> None:
         connection.execute("DELETE FROM celery_taskmeta WHERE task_id = ?", (task_id,))
 
 
-def _cli(env: dict[str, str], *args: str, quiet: bool = False) -> int:
+def _cli(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """Run a chordguard command as a user would; return its exit code and output."""
     command = [sys.executable, "-m", "chordguard", "-A", "chordguard.demo_app", *args]
-    output = subprocess.DEVNULL if quiet else None
-    return subprocess.run(command, env=env, stdout=output, stderr=output, timeout=60).returncode
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    return done.returncode, Text.from_ansi(done.stdout + done.stderr)
+
+
+def _until(env: dict[str, str], args: tuple[str, ...], accept, what: str) -> Text:
+    """Re-run a command until ``accept(code, plain output)``; return that run's output.
+
+    A lost header is reported only once every worker answered and every queue was read in
+    the same look, so a look that catches the unlock message in transit waits for the next.
+    """
+    end = time.monotonic() + DETECT_TIMEOUT
+    while time.monotonic() < end:
+        code, output = _cli(env, *args)
+        if accept(code, output.plain):
+            return output
+        time.sleep(1)
+    raise DemoError(f"timed out waiting for {what}")
 
 
 def _wait(predicate, timeout: float, what: str) -> None:

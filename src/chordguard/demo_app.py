@@ -27,6 +27,7 @@ def make_demo_app(root: Path) -> Celery:
         broker_connection_retry_on_startup=True,
         task_serializer="json", result_serializer="json", accept_content=["json"],
         result_chord_retry_interval=1.0,
+        chordguard_lost_header_grace=3.0,  # production default 60 s; the demo cannot wait
         worker_hijack_root_logger=False,
     )
 

@@ -24,6 +24,7 @@ from ..urls import mask_text
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _META_KEY = "chordguard.settings"
+NON_TTY_WIDTH = 160
 
 
 @dataclass
@@ -52,7 +53,8 @@ class Settings:
 
     @property
     def console(self) -> Console:
-        return Console(highlight=False, soft_wrap=self.json)
+        wide = None if sys.stdout.isatty() else NON_TTY_WIDTH  # logs, cron mail, pipes
+        return Console(highlight=False, soft_wrap=self.json, width=wide)
 
     def emit_json(self, document: Any) -> None:
         click.echo(json.dumps(document, indent=2, default=str))

@@ -3,6 +3,8 @@
 - Redis: the queue lists (every priority sub-queue, ``global_keyprefix`` honoured) read with
   LRANGE and the ``unacked`` hash (messages workers hold) read in the same MULTI, so one
   view is atomic. Nothing is popped.
+- Filesystem (the embedded demo's broker): the queue's message files, read in the order
+  kombu delivers them (sorted names). Nothing is moved.
 - RabbitMQ: per queue, a passive declare (depth, consumers) and then ``basic_get`` without
   ack on a dedicated channel; closing the channel returns every message to its original
   position. While a peek holds messages (milliseconds), a consuming worker may receive a
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -80,7 +84,7 @@ class BrokerView:
     @property
     def complete(self) -> bool:
         """Every message of every queue asked for was read."""
-        return self.transport in ("redis", "amqp") and not self.truncated
+        return self.transport in ("redis", "amqp", "filesystem") and not self.truncated
 
 
 def peek(app: Celery, queues: set[str], limit: int = PER_QUEUE_LIMIT,
@@ -100,6 +104,8 @@ def peek(app: Celery, queues: set[str], limit: int = PER_QUEUE_LIMIT,
                 view.truncated = True
                 view.note = f"not peeked (quorum/stream queues count requeues): {unread}"
             return view
+        if driver == "filesystem":
+            return _peek_filesystem(conn, sorted(queues), limit)
         return BrokerView(driver, note=f"peeking at {driver} brokers is not supported")
 
 
@@ -174,6 +180,33 @@ def _peek_amqp(conn: Any, queues: list[str], limit: int, deadline: float) -> Bro
             view.truncated = view.truncated or qv.read < depth
         finally:
             channel.close()  # every unacked message goes back where it was
+    return view
+
+
+def _peek_filesystem(conn: Any, queues: list[str], limit: int) -> BrokerView:
+    """Read the ``<ms>_<uuid>.<queue>.msg`` files kombu's filesystem transport delivers from."""
+    folder = Path(conn.default_channel.data_folder_in)
+    view = BrokerView("filesystem")
+    wanted = {f"{q}.msg": q for q in queues}
+    for queue in queues:
+        view.queues[queue] = QueueView(queue, exists=True, depth=0)
+    for name in sorted(os.listdir(folder)):
+        queue = wanted.get(name.partition(".")[2])
+        if queue is None:
+            continue
+        qv = view.queues[queue]
+        qv.depth = (qv.depth or 0) + 1
+        if qv.read >= limit:
+            view.truncated = True
+            continue
+        try:
+            raw = (folder / name).read_bytes()
+        except FileNotFoundError:  # delivered to a worker meanwhile
+            continue
+        message = _from_envelope(_json(raw), queue)
+        message.position = qv.read
+        qv.read += 1
+        view.messages.append(message)
     return view
 
 
