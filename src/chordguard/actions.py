@@ -20,6 +20,7 @@ from celery.exceptions import ChordError
 from .deadline import within
 from .errors import ConfigurationError
 from .model import Chord, ChordKind
+from .store.records import FAILED
 
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "REJECTED", "IGNORED"})
 ACTION_TIMEOUT = 10.0
@@ -42,6 +43,11 @@ class FailPlan:
 def plan_fail(chord: Chord, reason: str) -> FailPlan:
     """The steps that ``fail_chord`` would take for ``chord``; changes nothing."""
     plan = FailPlan(chord.id, chord.kind, reason)
+    if chord.kind is ChordKind.DURABLE:
+        plan.callback = "mark the callback FAILURE with ChordError and run its errbacks"
+        plan.steps = ["fail the durable barrier (no late completion can dispatch), revoke "
+                      "its unfinished headers", plan.callback]
+        return plan
     plan.revoke = [p.task_id for p in chord.header if p.state not in READY_STATES]
     plan.revoke += sorted({c.task_id for c in chord.unlock_copies})
     if plan.revoke:
@@ -49,8 +55,6 @@ def plan_fail(chord: Chord, reason: str) -> FailPlan:
     if chord.kind is ChordKind.REDIS:
         plan.redis_keys = [k for k in chord.redis_keys if not k.endswith(".c")]
         plan.steps.append("disarm the Redis chord: set its done marker, delete its counter keys")
-    if chord.kind is ChordKind.DURABLE:
-        plan.steps.append("fail the durable barrier so no late completion dispatches")
     if chord.callback_state in READY_STATES:
         plan.callback = f"callback already {chord.callback_state}: left as it is"
     elif chord.callback_signature:
@@ -72,18 +76,30 @@ def fail_chord(app: Celery, chord: Chord, reason: str) -> FailPlan:
     Raises UnreachableError when the broker or backend does not answer in time.
     """
     plan = plan_fail(chord, reason)
+    if chord.kind is ChordKind.DURABLE:  # the barrier revokes, fails and runs errbacks itself
+        from .durable import fail_durable_chord
+
+        within(ACTION_TIMEOUT, "store (fail barrier)", fail_durable_chord, app, chord.id, reason)
+        return plan
     if plan.revoke:
         within(ACTION_TIMEOUT, "broker (revoke)", app.control.revoke, plan.revoke)
     if chord.kind is ChordKind.REDIS:
         within(ACTION_TIMEOUT, "result backend (disarm)", _disarm_redis_chord, app, chord)
-    if chord.kind is ChordKind.DURABLE:
-        from .durable import fail_durable_chord
-
-        within(ACTION_TIMEOUT, "store (fail barrier)", fail_durable_chord, app, chord.id, reason)
     if chord.callback_state not in READY_STATES:
         within(ACTION_TIMEOUT, "result backend (fail callback)", _fail_callback, app, chord,
                reason)
+    _journal_failure(app, chord.id, reason)
     return plan
+
+
+def _journal_failure(app: Celery, chord_id: str, reason: str) -> None:
+    """End the chord's journal record too, when the app has the guard installed."""
+    from .guard.state import guard_of  # the guard imports this module
+
+    guard = guard_of(app)
+    if guard is not None:
+        within(ACTION_TIMEOUT, "store (journal)", guard.store.finish_chord, chord_id, FAILED,
+               reason)
 
 
 def _disarm_redis_chord(app: Celery, chord: Chord) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from celery import Celery, signals
 from celery.backends.redis import RedisBackend
 
+from ..durable.hook import enable as enable_durable_hooks
 from ..model import ChordKind
 from ..store.base import open_store
 from ..store.sql_store import SqlStore
@@ -40,6 +41,7 @@ def install(app: Celery, store: str | None = None, deadline: float | None = None
     setattr(app, ATTRIBUTE, guard)
     journal.wrap_apply_chord(guard)
     journal.connect_signals(app)
+    enable_durable_hooks()  # durable_chord headers record their completion in this store
     if app.finalized:
         unlock.register(app)
     else:
