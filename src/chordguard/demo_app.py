@@ -1,17 +1,39 @@
 """The embedded demo cluster's Celery app: no servers, just files.
 
 Broker: kombu's filesystem transport (it supports fanout, so ``inspect`` works; kombu's
-SQLAlchemy transport does not). Result backend: ``db+sqlite``. Both live under
-``CHORDGUARD_DEMO_DIR``. Used by ``chordguard demo`` and its worker subprocess.
+SQLAlchemy transport does not), with atomic message writes. Result backend: ``db+sqlite``.
+Both live under ``CHORDGUARD_DEMO_DIR``. Used by ``chordguard demo`` and its worker.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 
 from celery import Celery
+from kombu.transport import filesystem
+from kombu.utils.json import dumps
+
+
+class AtomicFilesystemChannel(filesystem.Channel):
+    """kombu's filesystem channel, but a message file appears only once fully written.
+
+    kombu creates the ``.msg`` file and then writes it, so a consumer listing the folder in
+    between reads an empty file, and the worker's connection dies on the JSON error.
+    """
+
+    def _put(self, queue, payload, **kwargs):
+        name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        final = Path(self.data_folder_out) / name
+        partial = final.with_name("." + name + ".part")
+        partial.write_text(dumps(payload))
+        os.replace(partial, final)
+
+
+class AtomicFilesystemTransport(filesystem.Transport):
+    Channel = AtomicFilesystemChannel
 
 
 def make_demo_app(root: Path) -> Celery:
@@ -20,6 +42,7 @@ def make_demo_app(root: Path) -> Celery:
         (broker_dir / sub).mkdir(parents=True, exist_ok=True)
     app = Celery("chordguard-demo", broker="filesystem://",
                  backend=f"db+sqlite:///{root / 'results.sqlite'}")
+    app.conf.broker_transport = f"{__name__}:AtomicFilesystemTransport"
     app.conf.update(
         broker_transport_options={"data_folder_in": str(broker_dir / "queue"),
                                   "data_folder_out": str(broker_dir / "queue"),

@@ -35,6 +35,13 @@ from .workers import HeldRequest, WorkerSurvey, counts_requeues, survey
 
 UNLOCK_TASK = "celery.chord_unlock"
 CONFIRM_PAUSE = 1.0
+
+
+def confirm_pause(interval: float) -> float:
+    """Seconds between the two looks that confirm a problem: half an interval out of phase
+    with the unlock's retry period, so a chain caught mid-retry (its old copy in a worker,
+    its new one on the broker) is not caught at the same instant of its next retry."""
+    return min(max(CONFIRM_PAUSE, 1.5 * interval), 4.5)
 OBSERVE_TIMEOUT = 7.0
 _QUOTED = re.compile(r"['\"]([0-9A-Za-z][\w.:@-]{7,})['\"]")
 _CALLBACK_ID = re.compile(r"['\"]task_id['\"]:\s*['\"]([^'\"]+)['\"]")
@@ -336,7 +343,7 @@ def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
     interim = _facts_from(observations, facts)
     chords = build(observations, states, interim)
     if any(unlock_storm(c, interim) or lost_header(c, interim) for c in chords):
-        time.sleep(max(CONFIRM_PAUSE, min(facts.retry_interval, 3.0)))
+        time.sleep(confirm_pause(facts.retry_interval))
         workers = first.survey.workers if first.survey else []
         second, more = observe(app, limit=len(workers) or None)
         observations.append(second)
