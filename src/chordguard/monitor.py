@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
 from celery import Celery
 
 from .collect import collect
+from .errors import UnknownChordError, UnreachableError
 from .model import Chord, ChordKind, Snapshot
+
+LOOKS_FOR_ONE_CHORD = 3
 
 
 def get_active_chord_unlocks(app: Celery) -> list[Chord]:
     """In-flight chords joined by ``celery.chord_unlock``, with every unlock copy seen."""
     return [c for c in collect(app).chords if c.kind is ChordKind.UNLOCK]
+
+
+def find_chord(app: Celery, chord_id: str) -> tuple[Snapshot, Chord]:
+    """The chord whose group id or callback id is ``chord_id``, and the snapshot it is in.
+
+    A polled chord is seen only through its chord_unlock message, which can be in transit
+    (between a retry's publish and a worker's receipt) at the instant of a look; so a chord
+    not seen is looked for again, out of phase with the retry interval, before it is called
+    unknown. Raises UnknownChordError, or UnreachableError when no source answered.
+    """
+    for look in range(LOOKS_FOR_ONE_CHORD):
+        if look:
+            time.sleep(1.5 * float(app.conf.result_chord_retry_interval or 1.0))
+        snapshot = collect(app)
+        chord = snapshot.find(chord_id)
+        if chord is not None:
+            return snapshot, chord
+        if snapshot.sources and not any(s.ok for s in snapshot.sources):
+            details = "; ".join(f"{s.name}: {s.detail}" for s in snapshot.sources)
+            raise UnreachableError(f"no source answered ({details})")
+    raise UnknownChordError(chord_id)
 
 
 def stuck_chords(snapshot: Snapshot) -> list[Chord]:

@@ -5,18 +5,13 @@ from __future__ import annotations
 import click
 
 from ..collect import collect
-from ..errors import UnknownChordError, UnreachableError
-from ..monitor import stuck_chords
+from ..monitor import find_chord, stuck_chords
 from ..render import chord_detail, print_status, snapshot_json, sources_line
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, command, settings
 
 MAX_HOURS = click.option("--max-hours", type=click.FloatRange(min=0), default=1.0,
                          show_default=True,
                          help="A chord idle longer than this many hours is stuck (0 allowed).")
-
-
-def _all_sources_failed(snapshot) -> bool:
-    return bool(snapshot.sources) and not any(s.ok for s in snapshot.sources)
 
 
 @command(COMMANDS, name="status")
@@ -57,13 +52,7 @@ def check(max_hours: float) -> int:
 def inspect_chord(chord_id: str) -> int:
     """One chord by group id or callback task id: header, callback, timings, diagnoses."""
     opts = settings()
-    snapshot = collect(opts.app)
-    chord = snapshot.find(chord_id)
-    if chord is None:
-        if _all_sources_failed(snapshot):
-            details = "; ".join(f"{s.name}: {s.detail}" for s in snapshot.sources)
-            raise UnreachableError(f"no source answered ({details})")
-        raise UnknownChordError(chord_id)
+    snapshot, chord = find_chord(opts.app, chord_id)
     if opts.json:
         opts.emit_json(snapshot_json(snapshot, "inspect", [chord]))
     else:
