@@ -35,6 +35,7 @@ from .metrics import exposition, make_registry
 from .monitor import health_from
 from .store.base import open_store
 from .store.connections import store_url
+from .store_view import store_view
 from .tracker import ChordTracker, Figures
 from .triage import reason, triage
 
@@ -60,8 +61,6 @@ class PeriodicMonitor:
         self.textfile = textfile
         self.tracker = ChordTracker(app)
         self.figures: Figures | None = None
-        from .web.store_view import store_view  # dead letters and breakers, with a store
-
         self.store_view = store_view(app)
         self.registry = make_registry(lambda: self.figures, self.store_view.figures)
         self._remembered: OrderedDict[str, None] = OrderedDict()

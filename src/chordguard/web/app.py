@@ -30,13 +30,13 @@ from ..errors import ChordguardError, DeadLetterError
 from ..metrics import exposition, make_registry
 from ..model import ChordKind, to_jsonable
 from ..monitor import health_from
+from ..store_view import StoreView, store_view
 from ..tracker import ChordTracker, Figures
 from ..urls import mask_text
 from .auth import presented_token, token_matches
 from .chords import STATES, ChordFilter, chord_detail, chord_row
 from .forms import body_fields
 from .snapshots import SnapshotCache
-from .store_view import StoreView, store_view
 
 STATIC = files("chordguard.web") / "static"
 LIST_LIMIT = 500

@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 
 from celery import Celery
 
-from ..errors import ChordguardError, DeadLetterError, UnreachableError
-from ..guard import dlq
-from ..metrics import StoreFigures
-from ..store.base import Store, open_store
-from ..store.records import DLQ_DEAD, ChordRecord, jsonable
-from ..urls import mask_text
+from .errors import ChordguardError, DeadLetterError, UnreachableError
+from .guard import dlq
+from .metrics import StoreFigures
+from .store.base import Store, open_store
+from .store.records import DLQ_DEAD, ChordRecord, jsonable
+from .urls import mask_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
