@@ -11,7 +11,8 @@ import time
 import uuid
 from pathlib import Path
 
-from celery import Celery
+import redis
+from celery import Celery, chord
 
 from tests.chordapp import make_app
 
@@ -41,14 +42,6 @@ class Worker:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
-    def stop(self, grace: float = 5.0) -> None:
-        if not self.alive:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.kill()
 
 
 class Cluster:
@@ -106,9 +99,33 @@ class Cluster:
                            f"{worker.output()[-3000:]}")
 
     def close(self) -> None:
+        """SIGKILL the workers (no waiting on sleeping headers), then remove what this
+        namespace left: its Redis keys and, on RabbitMQ, its default queue."""
         for worker in self.workers:
-            worker.stop()
+            worker.kill()
+        if REDIS_URL.split("://")[0] in (self.broker.split("://")[0],
+                                        (self.backend or "").split("://")[0]):
+            client = redis.Redis.from_url(REDIS_URL)
+            for key in client.scan_iter(match=f"{self.namespace}:*", count=1000):
+                client.delete(key)
+        if self.broker.startswith("amqp"):
+            with self.app.connection_for_write() as conn:
+                conn.default_channel.queue_delete(self.queue)
         self.app.close()
+
+
+def lost_counter_chord(cluster: Cluster) -> str:
+    """A Redis chord whose first part finished and whose ``.s`` counter was then deleted
+    while the second part still runs: stuck for ever (``counter_lost``). Returns its id."""
+    app = cluster.app
+    result = chord([app.signature("t.sleep", (0.1,)), app.signature("t.sleep", (120,))])(
+        app.signature("t.tsum"))
+    gid = result.parent.id
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"{cluster.namespace}:celery-taskset-meta-{gid}"
+    wait_for(lambda: client.exists(prefix + ".j"), what="first part done")
+    assert client.delete(prefix + ".s") == 1
+    return gid
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):

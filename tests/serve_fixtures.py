@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import redis
 
 from tests.cluster import PG_BACKEND, REDIS_URL, Cluster
 from tests.serving import Server
@@ -26,27 +25,16 @@ def served():
 
 @pytest.fixture
 def redis_cluster(make_cluster):
-    """A Redis-broker, Redis-backend cluster with one worker; its workers are SIGKILLed and
-    its own keys deleted afterwards."""
+    """A Redis-broker, Redis-backend cluster with one worker."""
     cluster = make_cluster(REDIS_URL, REDIS_URL)
     cluster.start_worker()
-    yield cluster
-    for worker in cluster.workers:
-        worker.kill()
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=f"{cluster.namespace}:*", count=1000):
-        client.delete(key)
+    return cluster
 
 
 @pytest.fixture
 def pg_cluster(make_cluster):
     """A Redis-broker, PostgreSQL-backend cluster (chords joined by chord_unlock) with one
-    worker; lost_header is called after 2 s. Workers SIGKILLed and broker keys deleted after."""
+    worker; lost_header is called after 2 s."""
     cluster = make_cluster(REDIS_URL, PG_BACKEND, {"chordguard_lost_header_grace": 2})
     cluster.start_worker()
-    yield cluster
-    for worker in cluster.workers:
-        worker.kill()
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=f"{cluster.namespace}:*", count=1000):
-        client.delete(key)
+    return cluster

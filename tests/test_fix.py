@@ -13,33 +13,15 @@ import redis
 from celery import chord
 from celery.exceptions import ChordError
 
-from tests.cluster import PG_BACKEND, REDIS_URL, ROOT, chordguard_cli, wait_for
+from tests.cluster import PG_BACKEND, REDIS_URL, ROOT, chordguard_cli, lost_counter_chord, wait_for
 
 
 @pytest.fixture
 def cluster(make_cluster):
-    """A Redis-backend cluster; at teardown its workers are SIGKILLed and its keys removed."""
+    """A Redis-backend cluster with one worker (cleaned up by make_cluster)."""
     made = make_cluster(REDIS_URL, REDIS_URL)
     made.start_worker()
-    yield made
-    for worker in made.workers:
-        worker.kill()
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=f"{made.namespace}:*", count=1000):
-        client.delete(key)
-
-
-def lost_counter_chord(cluster) -> str:
-    """A chord whose first part finished and whose .s counter was then deleted: stuck."""
-    app = cluster.app
-    result = chord([app.signature("t.sleep", (0.1,)), app.signature("t.sleep", (120,))])(
-        app.signature("t.tsum"))
-    gid = result.parent.id
-    client = redis.Redis.from_url(REDIS_URL)
-    prefix = f"{cluster.namespace}:celery-taskset-meta-{gid}"
-    wait_for(lambda: client.exists(prefix + ".j"), what="first part done")
-    assert client.delete(prefix + ".s") == 1
-    return gid
+    return made
 
 
 def spawn_fix(cluster, *args: str) -> pexpect.spawn:

@@ -7,46 +7,25 @@ import time
 
 import pytest
 import redis
-from celery import Celery, chord
+from celery import Celery
 
 from chordguard.errors import ConfigurationError
 from chordguard.periodic import TASK_NAME, setup_periodic_monitoring
-from tests.cluster import REDIS_URL, wait_for
+from tests.cluster import REDIS_URL, lost_counter_chord, wait_for
 
 
 @pytest.fixture
 def make_redis_cluster(make_cluster):
-    """Redis-backend clusters whose workers are SIGKILLed and keys removed at teardown."""
-    made = []
+    """Redis-backend clusters (cleaned up by make_cluster)."""
 
     def factory(conf: dict):
-        cluster = make_cluster(REDIS_URL, REDIS_URL, conf)
-        made.append(cluster)
-        return cluster
+        return make_cluster(REDIS_URL, REDIS_URL, conf)
 
-    yield factory
-    client = redis.Redis.from_url(REDIS_URL)
-    for cluster in made:
-        for worker in cluster.workers:
-            worker.kill()
-        for key in client.scan_iter(match=f"{cluster.namespace}:*", count=1000):
-            client.delete(key)
+    return factory
 
 
 def start_beat_worker(cluster, tmp_path, n: int = 0):
     return cluster.start_worker(extra_args=["-B", "-s", str(tmp_path / f"beat-{n}")])
-
-
-def lost_counter_chord(cluster) -> str:
-    app = cluster.app
-    result = chord([app.signature("t.sleep", (0.1,)), app.signature("t.sleep", (120,))])(
-        app.signature("t.tsum"))
-    gid = result.parent.id
-    client = redis.Redis.from_url(REDIS_URL)
-    prefix = f"{cluster.namespace}:celery-taskset-meta-{gid}"
-    wait_for(lambda: client.exists(prefix + ".j"), what="first part done")
-    assert client.delete(prefix + ".s") == 1
-    return gid
 
 
 def problem_lines(worker, gid: str, code: str) -> list[str]:

@@ -21,26 +21,15 @@ BROKERS = [pytest.param(REDIS_URL, id="redis-broker"), pytest.param(AMQP_URL, id
 
 @pytest.fixture
 def cluster_for(make_cluster):
-    """``cluster_for(broker, conf)``: a Redis-backend cluster with one worker; at teardown its
-    workers are SIGKILLed (no waiting on sleeping headers) and its own keys/queue removed."""
-    made: list[Cluster] = []
+    """``cluster_for(broker, conf)``: a Redis-backend cluster with one worker (make_cluster
+    SIGKILLs its workers and removes its keys and queue at teardown)."""
 
     def factory(broker: str, conf: dict | None = None) -> Cluster:
         cluster = make_cluster(broker, REDIS_URL, conf)
-        made.append(cluster)
         cluster.start_worker()
         return cluster
 
-    yield factory
-    client = redis.Redis.from_url(REDIS_URL)
-    for cluster in made:
-        for worker in cluster.workers:
-            worker.kill()
-        for key in client.scan_iter(match=f"{cluster.namespace}:*", count=1000):
-            client.delete(key)
-        if cluster.broker.startswith("amqp"):
-            with cluster.app.connection_for_write() as conn:
-                conn.default_channel.queue_delete(cluster.queue)
+    return factory
 
 
 def cli_json(cluster: Cluster, *args: str) -> tuple[int, dict]:

@@ -57,12 +57,6 @@ def state_of(app, task_id: str) -> str:
     return app.AsyncResult(task_id).state
 
 
-def kill_workers(cluster) -> None:
-    """End workers still sleeping in a long header now, instead of a 5 s warm shutdown."""
-    for worker in cluster.workers:
-        worker.kill()
-
-
 @pytest.mark.parametrize("broker", BROKERS)
 def test_healthy_busy_cluster_is_healthy(make_cluster, broker):
     cluster = make_cluster(broker, PG_BACKEND, {"chordguard_lost_header_grace": 2})
@@ -114,7 +108,6 @@ def test_lost_header_inspected_by_group_and_callback_id(make_cluster, broker):
     assert code == 1 and "lost_header" in codes(find(inspected, group_id))
     text_view = chordguard_cli(cluster, "inspect", callback_id).stdout  # by callback id too
     assert "lost_header" in text_view and "≥" in text_view and deleted in text_view
-    kill_workers(cluster)
 
 
 @pytest.mark.parametrize("broker", BROKERS)
@@ -143,7 +136,6 @@ def test_unlock_storm_after_sigkill_under_acks_late(make_cluster, broker):
     assert len(chord_doc["unlock_copies"]) >= 2
     storm = next(d for d in chord_doc["diagnoses"] if d["code"] == "unlock_storm")
     assert storm["evidence"]["chains"] == chord_doc["unlock_chains"]
-    kill_workers(cluster)
 
 
 def test_orphaned_body_when_the_unlock_is_revoked(make_cluster):
@@ -196,7 +188,6 @@ def test_header_failed_while_the_chord_waits(make_cluster):
     assert code == 1 and chord_doc["failed"] == 1
     failed = next(p for p in chord_doc["header"] if p["state"] == "FAILURE")
     assert "disk full" in (failed["traceback"] or "")
-    kill_workers(cluster)
 
 
 def test_callback_failed_seen_while_an_unlock_copy_remains(make_cluster):
