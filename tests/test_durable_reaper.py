@@ -71,3 +71,18 @@ def test_stalled_chord_is_reaped_and_one_reaper_holds_the_lease(make_cluster):
     report = reap(app, holder="loop")
     assert report.failed[handle.id].startswith("stalled: no header part finished")
     assert handle.state == "failed" and handle.progress.done == 0
+
+
+def test_a_guarded_worker_reaps_durable_chords_by_itself(make_cluster, tmp_path):
+    guard = {"store": f"sqlite:///{tmp_path / 'guard.sqlite'}", "reaper_interval": 1}
+    cluster = make_cluster(REDIS_URL, None, {"guard": guard, "task_ignore_result": True})
+    cluster.start_worker()
+    app = cluster.app
+    lost = app.signature("t.echo", (2,)).set(queue=f"nobody-{cluster.namespace}")
+    handle = durable_chord([app.signature("t.echo", (1,)), lost], app.signature("t.collect"),
+                           deadline=3)
+    wait_for(lambda: handle.progress.done == 1, what="the first part")
+    assert handle.state == "waiting"
+    wait_for(lambda: handle.state == "failed", timeout=20,
+             what="the guard's reaper thread to fail the overdue durable chord")
+    assert "deadline" in handle.barrier().reason

@@ -44,7 +44,7 @@ def reap(app: Celery, store: str | None = None, holder: str | None = None,
     barriers = barriers_for(app, store)
     grace = claim_grace(app.conf)
     now = time.time() if now is None else now
-    name, holder = f"reaper:{app.main}", holder or _holder()
+    name, holder = f"reaper:{app.main}", holder or new_holder()
     if not barriers.lock(name, holder, lease, now):
         return ReapReport(locked=False)
     try:
@@ -97,7 +97,7 @@ def reap_forever(app: Celery, interval: float = 5.0, store: str | None = None,
                  stop: threading.Event | None = None, on_pass=None) -> None:
     """``reap`` every ``interval`` seconds until ``stop`` is set, holding the lease."""
     stop = stop or threading.Event()
-    holder = _holder()
+    holder = new_holder()
     while not stop.is_set():
         report = reap(app, store, holder=holder, lease=max(3 * interval, 10.0))
         if on_pass is not None:
@@ -118,5 +118,6 @@ def register_beat_task(app: Celery, interval: float = 10.0) -> None:
     app.conf.beat_schedule = schedule
 
 
-def _holder() -> str:
+def new_holder() -> str:
+    """A lease holder name unique to this process and call: keep it for a loop's life."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

@@ -5,7 +5,9 @@ fires), and an unlock chain can die with its message; so a thread in each guarde
 looks every ``reaper_interval`` for journaled chords of its app past their deadline. A chord
 whose callback already finished is closed with that outcome; any other is dead-lettered
 (callback FAILURE with ChordError, pending header tasks revoked, a Redis chord disarmed).
-Unlock chords get ``unlock_max_interval`` of slack, since their own chain acts first.
+Unlock chords get ``unlock_max_interval`` of slack, since their own chain acts first. The same
+thread runs the durable chords' reaper (one worker at a time, through its lease), so a guarded
+app needs neither ``chordguard reap`` nor a beat task for them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import logging
 import threading
 import time
 
+from ..durable.reaper import new_holder
+from ..durable.reaper import reap as reap_durable
 from ..model import ChordKind
 from ..store.records import FAILED, SUCCEEDED, ChordRecord
 from .ending import dead_letter, header_inputs
@@ -63,10 +67,12 @@ def start(guard: Guard) -> threading.Thread:
 
     def loop() -> None:
         last_purge = 0.0
+        holder, lease = new_holder(), max(3 * guard.settings.reaper_interval, 10.0)
         while True:
             time.sleep(guard.settings.reaper_interval)
             try:
-                ended = reap(guard)
+                durable = reap_durable(guard.app, holder=holder, lease=lease)
+                ended = reap(guard) + list(durable.failed)
                 if ended:
                     logger.warning("chordguard: reaper ended %d chord(s): %s", len(ended),
                                    ", ".join(ended))
