@@ -70,4 +70,5 @@ def make_demo_app(root: Path) -> Celery:
     return app
 
 
-app = make_demo_app(Path(os.environ.get("CHORDGUARD_DEMO_DIR", "chordguard-demo")).resolve())
+if os.environ.get("CHORDGUARD_DEMO_DIR"):  # set by ``chordguard demo`` for its worker and CLI
+    app = make_demo_app(Path(os.environ["CHORDGUARD_DEMO_DIR"]).resolve())
