@@ -9,6 +9,7 @@ import pytest
 from celery import chord
 from sqlalchemy import create_engine, text
 
+from chordguard import check_stuck_chords, get_active_chord_unlocks, health_check
 from chordguard.sources.broker import peek
 from tests.cluster import AMQP_URL, PG_BACKEND, PG_URL, REDIS_URL, chordguard_cli, wait_for
 
@@ -52,6 +53,11 @@ def test_revoke_fails_the_callback_and_runs_its_errbacks(make_cluster, broker):
     cluster.start_worker()
     result, errback = lost_header_chord(cluster)
     wait_stuck(cluster, result.parent.id)
+    app, group_id = cluster.app, result.parent.id
+    assert group_id in [c.id for c in get_active_chord_unlocks(app)]  # the Python API
+    wait_for(lambda: group_id in [c.id for c in check_stuck_chords(app, 1.0)],
+             what="check_stuck_chords to list the chord")
+    wait_for(lambda: health_check(app)["status"] == "unhealthy", what="unhealthy")
 
     code, plan = cli_json(cluster, "revoke", "--max-hours", "1", "--dry-run")
     assert plan["dry_run"] and [p["chord_id"] for p in plan["chords"]] == [result.parent.id]
@@ -65,6 +71,8 @@ def test_revoke_fails_the_callback_and_runs_its_errbacks(make_cluster, broker):
     assert cluster.app.AsyncResult(errback.id).get(timeout=30) == "errback-ran"
     wait_for(lambda: cli_json(cluster, "check", "--max-hours", "1")[0] == 0, timeout=30,
              what="the failed chord to leave the stuck list")
+    health = health_check(app)
+    assert health["status"] == "healthy" and health["stuck_chords"] == 0, health
 
 
 @pytest.mark.parametrize("broker", BROKERS)
