@@ -19,10 +19,9 @@ from celery.exceptions import ChordError
 
 from .deadline import within
 from .errors import ConfigurationError
-from .model import Chord, ChordKind
+from .model import READY_STATES, Chord, ChordKind
 from .store.records import FAILED
 
-READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "REJECTED", "IGNORED"})
 ACTION_TIMEOUT = 10.0
 DONE_MARKER_SECONDS = 86400
 

@@ -9,9 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .model import Chord, ChordKind, ClusterFacts, Diagnosis, Severity, format_seconds
-
-FAILED_STATES = frozenset({"FAILURE", "REVOKED", "REJECTED"})
+from .model import (
+    FAILED_STATES,
+    READY_STATES,
+    Chord,
+    ChordKind,
+    ClusterFacts,
+    Diagnosis,
+    Severity,
+    format_seconds,
+)
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,6 @@ def orphaned_redis_body(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
                 grace_seconds=ORPHAN_GRACE_SECONDS)
 
 
-READY_STATES = frozenset({"SUCCESS"}) | FAILED_STATES
 
 
 def lost_header(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+FAILED_STATES = frozenset({"FAILURE", "REVOKED", "REJECTED"})  # a task that will not succeed
+READY_STATES = FAILED_STATES | {"SUCCESS", "IGNORED"}  # a task that will not change again
 
 
 class ChordKind(StrEnum):
@@ -160,6 +163,19 @@ class Snapshot:
             if chord_or_callback_id in (chord.id, chord.callback_id):
                 return chord
         return None
+
+
+def utc_datetime(value: Any) -> datetime | None:
+    """A timezone-aware datetime from what Celery stores: a naive UTC datetime, or an ISO
+    string in key-value backends; None for anything else."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def format_seconds(seconds: float) -> str:

@@ -20,17 +20,17 @@ from __future__ import annotations
 import logging
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from celery import Celery
+from celery.states import READY_STATES
 
-from .model import Chord, Snapshot
+from .model import Chord, Snapshot, utc_datetime
 
 log = logging.getLogger(__name__)
 
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0,
                     12 * 3600.0, 86400.0, 3 * 86400.0)
-FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 UNKNOWN_CALLBACK = "unknown"
 
 
@@ -176,10 +176,10 @@ class ChordTracker:
                 log.debug("cannot read callback %s: %s", seen.callback_id, exc)
                 continue
             state = meta.get("status")
-            if state in FINAL_STATES:
+            if state in READY_STATES:
                 del self._vanished[chord_id]
                 self._finish(seen, "success" if state == "SUCCESS" else "failure",
-                             _as_datetime(meta.get("date_done")) or now)
+                             utc_datetime(meta.get("date_done")) or now)
             elif seen.resolve_attempts >= self.resolve_attempts:
                 del self._vanished[chord_id]
             else:
@@ -212,14 +212,3 @@ def _rate(samples: deque[tuple[float, int, float]], interval: float) -> ChordRat
     floor = max(0.0, (polls - 1) * interval / (span + d0 + d1))
     return ChordRate(per_second=max(0, polls) / span, per_interval_floor=floor,
                      window_seconds=span)
-
-
-def _as_datetime(value: object) -> datetime | None:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return None

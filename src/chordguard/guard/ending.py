@@ -12,8 +12,8 @@ import time
 import uuid
 from typing import Any
 
-from ..actions import READY_STATES, fail_chord
-from ..model import Chord, ChordKind, HeaderPart
+from ..actions import fail_chord
+from ..model import READY_STATES, Chord, ChordKind, HeaderPart
 from ..store.records import DEAD_LETTERED, ChordRecord, DeadLetter, jsonable
 from . import envelopes
 from .state import Guard

@@ -16,6 +16,7 @@ import os
 from datetime import UTC, datetime
 
 from celery import Celery
+from celery.states import READY_STATES
 
 from ..guard.settings import conf_value
 from ..model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart
@@ -27,7 +28,6 @@ from . import Source
 NAME = "journal"
 URL_APP = "chordguard-monitor"  # appctx's app built from URLs: it shows every app's chords
 CALLBACK_CHECK_LIMIT = 2000
-READY = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
 
 def applies(app: Celery) -> bool:
@@ -82,8 +82,8 @@ def _finished_callbacks(app: Celery, callback_ids: list[str]) -> set[str]:
         raw = backend.mget([backend.get_key_for_task(i) for i in callback_ids])
         metas = [backend.decode_result(r) if r else {} for r in raw]
         return {i for i, m in zip(callback_ids, metas, strict=True)
-                if m.get("status") in READY}
-    return {i for i in callback_ids if backend.get_task_meta(i).get("status") in READY}
+                if m.get("status") in READY_STATES}
+    return {i for i in callback_ids if backend.get_task_meta(i).get("status") in READY_STATES}
 
 
 SOURCE = Source(NAME, applies, read)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from celery import Celery
 from celery.backends.base import decompress_payload
 from sqlalchemy import select
+
+from ..model import utc_datetime
 
 BATCH = 1000
 PER_TASK_LIMIT = 2000
@@ -47,7 +49,8 @@ def read_states(app: Celery, task_ids: list[str]) -> tuple[dict[str, TaskState],
     for task_id in ids[:PER_TASK_LIMIT]:
         meta = backend.get_task_meta(task_id)
         if meta.get("status") and meta["status"] != "PENDING":
-            states[task_id] = TaskState(task_id, meta["status"], _utc(meta.get("date_done")),
+            states[task_id] = TaskState(task_id, meta["status"],
+                                        utc_datetime(meta.get("date_done")),
                                         meta.get("result"), meta.get("traceback"))
     return states, f"{type(backend).__name__}.get_task_meta per task"
 
@@ -63,7 +66,7 @@ def _read_table(backend: Any, ids: list[str]) -> dict[str, TaskState]:
         for start in range(0, len(ids), BATCH):
             batch = ids[start:start + BATCH]
             for row in session.execute(select(*columns).where(table.c.task_id.in_(batch))):
-                out[row.task_id] = TaskState(row.task_id, row.status, _utc(row.date_done),
+                out[row.task_id] = TaskState(row.task_id, row.status, utc_datetime(row.date_done),
                                              _result(row.result, json_results), row.traceback)
     finally:
         session.close()
@@ -79,15 +82,3 @@ def _result(payload: bytes | None, json_results: bool) -> Any:
         return json.loads(decompress_payload(bytes(payload)))
     except (ValueError, TypeError):
         return "<not decoded: not valid JSON>"
-
-
-def _utc(value: Any) -> datetime | None:
-    """Celery stores naive UTC datetimes (and ISO strings in key-value backends)."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if not isinstance(value, datetime):
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from ..model import FAILED_STATES
 from .base import Store, now
 from .connections import redis_client
 from .records import (
@@ -26,7 +27,6 @@ from .records import (
 )
 
 PREFIX = "chordguard:"
-FAILED_PART_STATES = frozenset({"FAILURE", "REVOKED", "REJECTED"})
 NO_DEADLINE = 1e18
 
 # KEYS: chord hash, open zset; ARGV: data json, state, polls, duplicates, score, id
@@ -157,7 +157,7 @@ class RedisStore(Store):
                 reason=values.get("reason") or None,
                 ended_at=float(values["ended_at"]) if values.get("ended_at") else None,
                 last_progress_at=max((float(at) for _, at in states), default=None),
-                done=len(states), failed=sum(1 for s, _ in states if s in FAILED_PART_STATES),
+                done=len(states), failed=sum(1 for s, _ in states if s in FAILED_STATES),
                 polls=int(values.get("polls", 0)), duplicates=int(values.get("duplicates", 0))))
         return out
 

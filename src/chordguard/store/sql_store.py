@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+from ..model import FAILED_STATES
 from .base import Store, now
 from .connections import sql_engine
 from .records import (
@@ -44,7 +45,6 @@ from .records import (
     to_json,
 )
 
-FAILED_PART_STATES = ("FAILURE", "REVOKED", "REJECTED")
 IN_CHUNK = 500
 
 metadata = MetaData()
@@ -187,7 +187,7 @@ class SqlStore(Store):
             ids = [r["id"] for r in rows]
             for start in range(0, len(ids), IN_CHUNK):
                 counts = (select(parts.c.chord_id, func.count(),
-                                 func.sum(case((parts.c.state.in_(FAILED_PART_STATES), 1),
+                                 func.sum(case((parts.c.state.in_(sorted(FAILED_STATES)), 1),
                                                else_=0)), func.max(parts.c.at))
                           .where(parts.c.chord_id.in_(ids[start:start + IN_CHUNK]))
                           .group_by(parts.c.chord_id))
