@@ -101,6 +101,11 @@ def register_tasks(app: Celery) -> None:
     def tsum(values):
         return sum(values)
 
+    @app.task(shared=False, bind=True, name="t.replaced_sum")
+    def replaced_sum(self, values):
+        """A body that replaces itself (Task.replace): its final task carries no stamp."""
+        raise self.replace(app.signature("t.tsum", (values,), immutable=True))
+
     @app.task(shared=False, name="t.collect")
     def collect(values):
         return list(values)

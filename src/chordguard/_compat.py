@@ -5,6 +5,8 @@ Other modules ask this one; none of them checks a Celery version or probes with 
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery.exceptions import ChordError
 
 try:  # celery >= 5.6: a ChordError carries the header's exception as its __cause__
@@ -18,3 +20,12 @@ def chord_error(message: str, cause: BaseException | None = None) -> ChordError:
     if _create_chord_error_with_cause is None:
         return ChordError(message)
     return _create_chord_error_with_cause(message=message, original_exc=cause)
+
+
+def publish_callback(app: Any, callback: Any, results: Any) -> Any:
+    """Publish a chord's callback as the installed Celery's chord_unlock does (5.7 retries
+    the publish on connection errors; older versions call ``delay`` once)."""
+    retry_publish = getattr(app.amqp, "_retry_publish", None)
+    if retry_publish is None:
+        return callback.delay(results)
+    return retry_publish(callback.delay, results)

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import redis
 from amqp.exceptions import ChannelError
 from celery import Celery
-from celery.canvas import Signature
+from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 
+from ._compat import chord_error
 from .deadline import within
 from .errors import ConfigurationError
 from .model import READY_STATES, Chord, ChordKind
@@ -113,9 +114,11 @@ def _disarm_redis_chord(app: Celery, chord: Chord) -> None:
 
 
 def _fail_callback(app: Celery, chord: Chord, reason: str) -> None:
-    error = ChordError(f"chord {chord.id} failed by chordguard: {reason}")
+    """Fail the body as Celery does: ``chord_error_from_stack`` on its real signature type
+    (a group body fails every member and runs each member's errbacks)."""
+    error = chord_error(f"chord {chord.id} failed by chordguard: {reason}")
     if chord.callback_signature:
-        callback = Signature(chord.callback_signature, app=app)
+        callback = maybe_signature(dict(chord.callback_signature), app=app)
         try:  # chord_error_from_stack stores the traceback being handled: there must be one
             raise error
         except ChordError:

@@ -1,11 +1,15 @@
 """Journal hooks: record each chord when published, each finished part, and how it ended.
 
-- publication: the backend's ``apply_chord`` (called by every chord, any backend) is wrapped;
-  it writes the record, stamps the callback with a ``chordguard`` message header (chord id,
-  callback id, deadline) and hands the deadline to the unlock task;
+- publication: the backend's ``apply_chord`` (called by every chord, any backend, any
+  thread) is wrapped; it writes the record, stamps the body's final tasks (the callback, a
+  chain's last step, every member of a group body; see ``body``) with a ``chordguard``
+  message header (chord id, callback id, deadline, the body's result tree) and hands the
+  deadline to the unlock task. It never unrolls a lazy header or changes what Celery
+  publishes, and if the store fails the chord runs exactly as Celery runs it;
 - finished parts: ``task_postrun`` of a header task appends to the process's PartBuffer;
-- the end: ``task_postrun``/``task_failure`` of a stamped callback end the record; a failed
-  callback is dead-lettered with its inputs and traceback, and counts for its breaker.
+- the end: ``task_postrun`` of a stamped final task ends the record once the whole body is
+  ready; a failed one is dead-lettered with its inputs and traceback and counts for its
+  breaker.
 """
 
 from __future__ import annotations
@@ -15,15 +19,18 @@ import time
 from typing import Any
 
 from celery import Celery, signals
+from celery.utils.functional import _regen
 
-from ..store.records import SUCCEEDED, ChordRecord, PartUpdate, jsonable
+from ..store.records import FAILED, SUCCEEDED, ChordRecord, PartUpdate, jsonable
 from . import breaker
+from .body import UnknownBody, body_outcome, final_tasks, is_single_task, result_tree
 from .ending import dead_letter, ensure_record
 from .state import STAMP, Guard, guard_of
 
 logger = logging.getLogger(__name__)
 DEADLINE_OPTION = "chordguard_deadline"
 HANDLED = "_chordguard_handled"  # set on a request whose end chord_callback already recorded
+WRAPPED = "_chordguard_journaled"  # set on a backend whose apply_chord journals
 
 
 def with_deadline(signature: Any, seconds: float) -> Any:
@@ -32,36 +39,92 @@ def with_deadline(signature: Any, seconds: float) -> Any:
 
 
 def wrap_apply_chord(guard: Guard) -> None:
-    """Journal every chord this app publishes; never break publication if the store fails."""
-    backend = guard.app.backend
+    """Journal every chord this app publishes, from any thread.
+
+    ``app.backend`` is one instance per thread unless the backend is thread safe, so the
+    app's backend factory is wrapped as well as the instance already made.
+    """
+    app = guard.app
+    make_backend = app._get_backend
+
+    def get_backend() -> Any:
+        backend = make_backend()
+        _wrap_backend(guard, backend)
+        return backend
+
+    app._get_backend = get_backend
+    if app._backend is not None:
+        _wrap_backend(guard, app._backend)
+
+
+def _wrap_backend(guard: Guard, backend: Any) -> None:
+    if getattr(backend, WRAPPED, False):
+        return
     original = backend.apply_chord
 
     def apply_chord(header_result_args: Any, body: Any, **kwargs: Any) -> Any:
+        seconds = body.options.pop(DEADLINE_OPTION, None)  # ours: never reaches Celery
         try:
-            meta = _record_publication(guard, header_result_args, body)
-        except Exception:
+            kwargs[STAMP] = _record_publication(guard, header_result_args, body, seconds)
+        except Exception:  # observation failed: the chord runs exactly as Celery runs it
             logger.exception("chordguard: could not journal a chord; it runs unguarded")
-        else:
-            kwargs[STAMP] = meta
+            count_journal_failure()
         return original(header_result_args, body, **kwargs)
 
     backend.apply_chord = apply_chord
+    setattr(backend, WRAPPED, True)
 
 
-def _record_publication(guard: Guard, header_result_args: Any, body: Any) -> dict[str, float]:
+def count_journal_failure() -> None:
+    """Count a chord the journal could not record (``chordguard_journal_failures_total``)."""
+    global _journal_failures
+    if _journal_failures is None:
+        from prometheus_client import Counter
+
+        _journal_failures = Counter("chordguard_journal_failures",
+                                    "Chords published unguarded because the journal failed")
+    _journal_failures.inc()
+
+
+_journal_failures: Any = None
+
+
+def _record_publication(guard: Guard, header_result_args: Any, body: Any,
+                        seconds: float | None) -> dict[str, float]:
+    """Write the chord's record, then stamp the body's final tasks; consume nothing lazy."""
     group_id, results = header_result_args[0], header_result_args[1]
-    seconds = body.options.pop(DEADLINE_OPTION, None) or guard.settings.deadline
     created = time.time()
-    deadline = created + float(seconds)
-    headers = dict(body.options.get("headers") or {})
-    headers[STAMP] = {"chord": group_id, "callback": body.id, "deadline": deadline}
-    body.options["headers"] = headers
-    header_ids = [r.id for r in results] if isinstance(results, list | tuple) else []
+    deadline = created + float(seconds or guard.settings.deadline)
+    try:
+        finals, tree = final_tasks(body), result_tree(body)
+    except UnknownBody:
+        finals, tree = [], None
     guard.store.record_chord(ChordRecord(
         id=group_id, app=guard.app.main or "", kind=guard.kind.value,
-        callback_name=body.get("task"), callback_id=body.id, header_ids=header_ids,
-        created_at=created, deadline_at=deadline, callback=jsonable(dict(body))))
+        callback_name=body.get("task"), callback_id=body.id,
+        header_ids=_ready_ids(results), created_at=created, deadline_at=deadline,
+        callback=jsonable(dict(body))))
+    stamp = {"chord": group_id, "callback": body.id, "deadline": deadline}
+    if tree is not None and not is_single_task(body):
+        stamp["body"] = tree
+    for task in finals:
+        options = task.setdefault("options", {})
+        headers = dict(options.get("headers") or {})
+        outer = headers.get(STAMP)  # this chord is the body of another guarded chord
+        if isinstance(outer, dict):
+            outers = [{k: v for k, v in outer.items() if k != "outer"}, *outer.get("outer", [])]
+            headers[STAMP] = {**stamp, "outer": outers}
+        else:
+            headers[STAMP] = stamp
+        options["headers"] = headers
     return {"deadline": deadline, "created": created}
+
+
+def _ready_ids(results: Any) -> list[str]:
+    """Header task ids, unless the header is a generator Celery unrolls while publishing."""
+    if isinstance(results, _regen) and not getattr(results, "_regen__done", False):
+        return []  # known as the parts finish
+    return [r.id for r in results] if isinstance(results, list | tuple) else []
 
 
 def connect_signals(app: Celery) -> None:
@@ -77,25 +140,48 @@ def connect_signals(app: Celery) -> None:
             if guard is not None:
                 guard.parts.add(PartUpdate(request.group, task_id or "", state or "?",
                                            time.time()))
-        stamp = getattr(request, STAMP, None)
-        if stamp and state == "SUCCESS" and _is_callback(stamp, task_id, request):
-            _callback_succeeded(app, stamp, task.name)
+        if state != "SUCCESS":
+            return
+        for stamp in _stamps(request, task_id):
+            if "body" not in stamp:
+                _callback_succeeded(app, stamp, task.name)
+            else:
+                _body_task_succeeded(app, stamp, task.name)
 
     def on_failure(sender: Any = None, task_id: str | None = None, exception: Any = None,
                    args: Any = None, einfo: Any = None, **_: Any) -> None:
         if sender is None or sender.app is not app:
             return
-        request = sender.request
-        stamp = getattr(request, STAMP, None)
-        if stamp and _is_callback(stamp, task_id, request):
+        for stamp in _stamps(sender.request, task_id):
             _callback_failed(app, stamp, sender.name, exception, args, einfo)
 
     signals.task_postrun.connect(on_postrun, weak=False)
     signals.task_failure.connect(on_failure, weak=False)
 
 
-def _is_callback(stamp: dict, task_id: str | None, request: Any) -> bool:
-    return stamp.get("callback") == task_id and not getattr(request, HANDLED, False)
+def _stamps(request: Any, task_id: str | None) -> list[dict]:
+    """The chords this run ends (the chord it is the callback of, and any chord that has that
+    chord as its body), unless ``chord_callback`` already journaled the run."""
+    stamp = getattr(request, STAMP, None)
+    if not isinstance(stamp, dict) or getattr(request, HANDLED, False):
+        return []
+    stamps = [stamp, *(s for s in stamp.get("outer") or [] if isinstance(s, dict))]
+    return [s for s in stamps if "body" in s or s.get("callback") == task_id]
+
+
+def _body_task_succeeded(app: Celery, stamp: dict, name: str) -> None:
+    """A final task of a group/chain/chord body succeeded: the chord ends with its body."""
+    try:
+        outcome = body_outcome(app, stamp["body"])
+    except Exception:
+        logger.exception("chordguard: could not read the body of chord %s", stamp.get("chord"))
+        return
+    if outcome == "SUCCESS":
+        _callback_succeeded(app, stamp, name)
+    elif outcome == "FAILURE":
+        guard = guard_of(app)
+        if guard is not None:
+            guard.store.finish_chord(stamp["chord"], FAILED, "a task of the body failed")
 
 
 def _callback_succeeded(app: Celery, stamp: dict, name: str) -> None:

@@ -3,7 +3,8 @@
 Redis chords have no unlock task to notice a deadline (and a ``counter_lost`` chord never
 fires), and an unlock chain can die with its message; so a thread in each guarded worker
 looks every ``reaper_interval`` for journaled chords of its app past their deadline. A chord
-whose callback already finished is closed with that outcome; any other is dead-lettered
+whose body already finished (every task Celery waits on for it: the callback, a chain's last
+step, each member of a group) is closed with that outcome; any other is dead-lettered
 (callback FAILURE with ChordError, pending header tasks revoked, a Redis chord disarmed).
 Unlock chords get ``unlock_max_interval`` of slack, since their own chain acts first. The same
 thread runs the durable chords' reaper (one worker at a time, through its lease), so a guarded
@@ -18,8 +19,9 @@ import time
 
 from ..durable.reaper import new_holder
 from ..durable.reaper import reap as reap_durable
-from ..model import ChordKind
+from ..model import FAILED_STATES, ChordKind
 from ..store.records import FAILED, SUCCEEDED, ChordRecord
+from .body import UnknownBody, body_outcome, result_tree
 from .ending import dead_letter, header_inputs
 from .state import Guard
 
@@ -41,19 +43,35 @@ def reap(guard: Guard, now: float | None = None) -> list[str]:
 
 
 def _end(guard: Guard, record: ChordRecord, now: float) -> bool:
-    state = guard.app.AsyncResult(record.callback_id).state if record.callback_id else None
-    if state == "SUCCESS":
+    outcome = _body_outcome(guard, record)
+    if outcome == "SUCCESS":
         return guard.store.finish_chord(record.id, SUCCEEDED, "callback succeeded (reaper)")
-    if state == "FAILURE":
+    if outcome == "FAILURE":
         return guard.store.finish_chord(record.id, FAILED, "callback FAILURE recorded by Celery")
     inputs, states = header_inputs(guard, record.header_ids)
     why = "deadline"
     if record.kind == ChordKind.REDIS.value and _counter_lost(guard, record):
         why = "counter_lost"
     unfinished = sum(1 for s in states.values() if s not in ("SUCCESS", "FAILURE"))
-    reason = (f"{why}: {unfinished} of {len(states)} header task(s) unfinished, callback "
-              f"{state or 'unknown'}, {now - record.created_at:.0f} s after publication")
+    reason = (f"{why}: {unfinished} of {len(states)} header task(s) unfinished, body "
+              f"{outcome or 'unknown'}, {now - record.created_at:.0f} s after publication")
     return dead_letter(guard, record, reason, inputs, header_states=states) is not None
+
+
+def _body_outcome(guard: Guard, record: ChordRecord) -> str | None:
+    """SUCCESS/FAILURE once every task Celery waits on for the body is ready; else its
+    state (PENDING, ...), or None when the body is unknown."""
+    if record.callback:
+        try:
+            tree = result_tree(record.callback)
+        except UnknownBody:
+            tree = None
+        if tree is not None:
+            return body_outcome(guard.app, tree) or "PENDING"
+    if record.callback_id:
+        state = guard.app.AsyncResult(record.callback_id).state
+        return "FAILURE" if state in FAILED_STATES else state
+    return None
 
 
 def _counter_lost(guard: Guard, record: ChordRecord) -> bool:

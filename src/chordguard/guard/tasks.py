@@ -143,9 +143,13 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
         def run(self, results: Any = None, *args: Any, **kwargs: Any) -> Any:
             guard = guard_of(self.app)
             stamp = getattr(self.request, STAMP, None) or {}
-            chord_id = stamp.get("chord") or self.request.group or self.request.id
+            # the chord's one callback; a member of a group body (or a task outside any
+            # guarded chord) runs once by its own id and leaves the chord's end to the journal
+            sole = stamp.get("callback") == self.request.id and "body" not in stamp
+            chord_id = stamp.get("chord") if sole else self.request.id
             if guard is not None:
-                setattr(self.request, HANDLED, True)
+                if sole:
+                    setattr(self.request, HANDLED, True)
                 if not stamp.get("replay"):
                     _enter_once(self, guard, chord_id, results)
             successes, failures = split_results(results, self.app, schema)
@@ -155,13 +159,14 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
                 raise
             except Exception as exc:
                 if guard is not None:
-                    record = ensure_record(guard, chord_id, None)
+                    setattr(self.request, HANDLED, True)
+                    record = ensure_record(guard, stamp.get("chord") or chord_id, None)
                     dead_letter(guard, record, f"callback_failed: {self.name} raised {exc!r}",
                                 results, error=repr(exc), traceback=tb.format_exc(),
                                 fail_callback=False, replay_of=stamp.get("replay"))
                     breaker.record(guard, self.name, succeeded=False)
                 raise
-            if guard is not None and not stamp.get("replay"):
+            if guard is not None and sole and not stamp.get("replay"):
                 guard.store.finish_chord(chord_id, SUCCEEDED, "callback succeeded")
                 breaker.record(guard, self.name, succeeded=True)
             return value

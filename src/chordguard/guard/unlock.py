@@ -31,6 +31,7 @@ from celery.result import GroupResult, allow_join_result, result_from_tuple
 from redis import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from .._compat import chord_error, publish_callback
 from . import breaker
 from .ending import dead_letter, ensure_record, header_inputs
 from .presence import lost_headers
@@ -145,8 +146,8 @@ def _store_down(self, group_id: str, callback: Any, interval: float | None,
     deadline = (kwargs.get(STAMP) or {}).get("deadline")
     now = time.time()
     if deadline is not None and now >= deadline:
-        error = ChordError(f"chord {group_id} failed by chordguard: deadline passed "
-                           f"(store unavailable: {exc!r})")
+        error = chord_error(f"chord {group_id} failed by chordguard: deadline passed "
+                            f"(store unavailable: {exc!r})")
         try:
             raise error
         except ChordError:
@@ -172,14 +173,16 @@ def _complete(app: Celery, guard, record, deps: GroupResult, callback) -> None:
         except StopIteration:
             reason = repr(exc)
         inputs, states = header_inputs(guard, record.header_ids)
-        dead_letter(guard, record, f"header_failed: {reason}", inputs, header_states=states)
+        if dead_letter(guard, record, f"header_failed: {reason}", inputs, header_states=states,
+                       fail_callback=False) is not None:  # as Celery: its error, its cause
+            app.backend.chord_error_from_stack(callback, chord_error(reason, exc))
         return
     if callback.name and not breaker.allow(guard, callback.name):
         dead_letter(guard, record, f"circuit open for {callback.name}: callback not run", ret)
         return
     try:
-        app.amqp._retry_publish(callback.delay, ret)
+        publish_callback(app, callback, ret)
     except Exception as exc:
         logger.exception("chordguard: chord %s: publishing the callback failed", record.id)
-        app.backend.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
+        app.backend.chord_error_from_stack(callback, chord_error(f"Callback error: {exc!r}", exc))
 
