@@ -165,7 +165,8 @@ def _complete(app: Celery, guard, record, deps: GroupResult, callback) -> None:
     """The header is ready: publish the callback, or end the chord as Celery would."""
     try:
         with allow_join_result():
-            ret = deps.join(timeout=app.conf.result_chord_join_timeout, propagate=True)
+            join = deps.join_native if deps.supports_native_join else deps.join  # as Celery
+            ret = join(timeout=app.conf.result_chord_join_timeout, propagate=True)
     except Exception as exc:
         try:
             culprit = next(deps._failed_join_report())
