@@ -4,8 +4,9 @@ import re
 
 from kombu.utils.url import maybe_sanitize_url
 
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@/\s]+)@",
-                       re.IGNORECASE)
+# Bounded parts and a scheme that must start a word: one pass over any text, however long.
+_USERINFO = re.compile(r"(?<![a-z0-9+.\-])(?P<scheme>[a-z][a-z0-9+.\-]{0,31}://)"
+                       r"(?P<user>[^:@/\s]{0,256}):(?P<pw>[^@/\s]+)@", re.IGNORECASE)
 
 
 def mask_url(url: str | None) -> str:

@@ -13,6 +13,7 @@ from celery import Celery
 from ..errors import ConfigurationError
 from ..store.base import DEFAULT_RETENTION
 from ..store.connections import store_url
+from ..urls import mask_url
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,11 @@ class GuardSettings:
     reaper_interval: float = 10.0  # how often a worker looks for chords past deadline
     flush_interval: float = 1.0  # finished parts are written in batches this often
     retention: float = DEFAULT_RETENTION  # ended chords are kept this long
+
+    def __repr__(self) -> str:  # never print the store's password
+        values = ", ".join(f"{f.name}={mask_url(v) if f.name == 'store' else v!r}"
+                           for f in fields(self) for v in [getattr(self, f.name)])
+        return f"GuardSettings({values})"
 
 
 def conf_value(app: Celery, name: str) -> Any:

@@ -8,6 +8,7 @@ from celery import Celery
 
 from ..model import ChordKind
 from ..store.base import Store
+from ..urls import mask_url
 from .parts import PartBuffer
 from .settings import GuardSettings
 
@@ -24,6 +25,10 @@ class Guard:
     store: Store
     parts: PartBuffer
     kind: ChordKind
+
+    def __repr__(self) -> str:  # never print the store's password
+        return (f"Guard(app={self.app.main!r}, kind={self.kind.value}, "
+                f"store={mask_url(self.settings.store)!r}, deadline={self.settings.deadline:g})")
 
 
 def guard_of(app: Celery) -> Guard | None:
