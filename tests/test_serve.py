@@ -207,3 +207,31 @@ def test_unlock_storm_exported(make_cluster, served):
             worker.kill()
         with app.connection_for_write() as conn:
             conn.default_channel.queue_delete(cluster.queue)
+
+
+def test_an_oversized_post_is_refused_before_it_is_read(make_cluster, served):
+    """413 on a declared Content-Length over 64 KB, and on a chunked body once 64 KB have
+    streamed in; the server's memory does not grow with what the client sends."""
+    cluster = make_cluster(REDIS_URL, REDIS_URL)
+    server = served(cluster, TOKEN)
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    declared = server.post("/api/chords/x/fail", content=b"reason=" + b"a" * 200_000,
+                           headers=form)
+    assert declared.status_code == 413 and "at most 65536" in declared.json()["error"]
+
+    def chunks():
+        for _ in range(200):  # 20 MB if it were all read
+            yield b"b" * 100_000
+
+    before = _rss_kb(server.process.pid)
+    streamed = server.post("/api/chords/x/fail", content=chunks(), headers=form)
+    assert streamed.status_code == 413 and "over 65536" in streamed.json()["error"]
+    assert _rss_kb(server.process.pid) - before < 10_000
+    small = server.post("/api/chords/x/fail", data={"reason": "r"})
+    assert small.status_code in (401, 403)  # read, parsed, and refused for want of a token
+
+
+def _rss_kb(pid: int) -> int:
+    status = (ROOT.root / "proc" / str(pid) / "status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("VmRSS")))

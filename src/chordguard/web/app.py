@@ -35,7 +35,7 @@ from ..tracker import ChordTracker, Figures
 from ..urls import mask_text
 from .auth import presented_token, token_matches
 from .chords import STATES, ChordFilter, chord_detail, chord_row
-from .forms import body_fields
+from .forms import BodyTooLarge, body_fields
 from .snapshots import SnapshotCache
 
 STATIC = files("chordguard.web") / "static"
@@ -203,7 +203,11 @@ def create_app(app: Celery, token: str | None = None, stuck_after_hours: float =
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts)] \
         if trusted_hosts else []
-    web = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    async def too_large(_: Request, exc: Exception) -> Response:
+        return _error(413, str(exc))
+
+    web = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                    exception_handlers={BodyTooLarge: too_large})
     web.state.dashboard = board
     return web
 
