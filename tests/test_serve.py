@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import redis
 import yaml
@@ -232,6 +233,6 @@ def test_an_oversized_post_is_refused_before_it_is_read(make_cluster, served):
 
 
 def _rss_kb(pid: int) -> int:
-    status = (ROOT.root / "proc" / str(pid) / "status").read_text()
+    status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines()
                     if line.startswith("VmRSS")))
