@@ -63,7 +63,13 @@ def test_revoke_fails_the_callback_and_runs_its_errbacks(make_cluster, broker):
     assert plan["dry_run"] and [p["chord_id"] for p in plan["chords"]] == [result.parent.id]
     assert result.state == "PENDING"  # a dry run changes nothing
 
-    code, done = cli_json(cluster, "revoke", "--max-hours", "1")
+    refused = chordguard_cli(cluster, "revoke", "--max-hours", "1")  # bulk, off a terminal
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    unknown = chordguard_cli(cluster, "revoke", result.parent.id, "no-such-chord")
+    assert unknown.returncode == 1 and "unknown chord id(s): no-such-chord" in unknown.stderr
+    assert result.state == "PENDING"  # neither changed anything
+
+    code, done = cli_json(cluster, "revoke", "--max-hours", "1", "--force")
     assert code == 0 and [p["chord_id"] for p in done["chords"]] == [result.parent.id]
     wait_for(lambda: result.state == "FAILURE", what="callback FAILURE")
     assert type(result.result).__name__ == "ChordError"
@@ -73,6 +79,22 @@ def test_revoke_fails_the_callback_and_runs_its_errbacks(make_cluster, broker):
              what="the failed chord to leave the stuck list")
     health = health_check(app)
     assert health["status"] == "healthy" and health["stuck_chords"] == 0, health
+
+
+def test_revoke_by_id_fails_exactly_that_chord(make_cluster):
+    cluster = make_cluster(REDIS_URL, PG_BACKEND)
+    cluster.start_worker()
+    app = cluster.app
+    doomed = chord([app.signature("t.sleep", (30,))])(app.signature("t.tsum"))
+    spared = chord([app.signature("t.sleep", (4, 5))])(app.signature("t.tsum"))
+    wait_for(lambda: doomed.parent.id in [c.id for c in get_active_chord_unlocks(app)],
+             what="the chord in flight")
+
+    code, done = cli_json(cluster, "revoke", doomed.parent.id)
+    assert code == 0 and [p["chord_id"] for p in done["chords"]] == [doomed.parent.id]
+    wait_for(lambda: doomed.state == "FAILURE", what="callback FAILURE")
+    assert "failed on request" in str(doomed.result)
+    assert spared.get(timeout=30) == 5  # the other chord ran on, untouched
 
 
 @pytest.mark.parametrize("broker", BROKERS)

@@ -63,9 +63,9 @@ def run_demo(root: Path, console: Console) -> int:
         check = _until(env, ("check", "--max-hours", "1"), lambda code, _: code == 1,
                        "check to report the stuck chord")
         console.print(check)
-        console.print(Rule("chordguard revoke --max-hours 1  (fails the stuck chord)"))
-        revoke = _until(env, ("revoke", "--max-hours", "1"), lambda _, out: "failed" in out,
-                        "revoke to fail the stuck chord")
+        console.print(Rule("chordguard revoke --max-hours 1 --force  (fails the stuck chord)"))
+        revoke = _until(env, ("revoke", "--max-hours", "1", "--force"),
+                        lambda _, out: "failed" in out, "revoke to fail the stuck chord")
         console.print(revoke)
         _wait(lambda: stuck.state == "FAILURE", 20, "the callback to be marked FAILURE")
         console.print(f"callback {stuck.id} is now [bold]{stuck.state}[/]: "

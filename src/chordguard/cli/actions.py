@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ..actions import fail_chord, plan_fail, purge_coordination
 from ..collect import collect
-from ..errors import UnreachableError
+from ..errors import ChordguardError, UnreachableError
 from ..model import to_jsonable
 from ..monitor import stuck_chords
 from ..sources.unlock_chords import candidate_queues
@@ -15,16 +17,35 @@ from .monitor import MAX_HOURS
 
 
 @command(COMMANDS, name="revoke")
+@click.argument("chord_ids", nargs=-1, metavar="[CHORD_ID]...")
 @MAX_HOURS
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
-def revoke(max_hours: float, dry_run: bool) -> int:
-    """Fail every stuck chord: revoke its pending tasks, mark its callback FAILURE."""
+@click.option("--force", "--yes", "-y", "force", is_flag=True,
+              help="Fail every stuck chord without asking (needed off a terminal).")
+def revoke(chord_ids: tuple[str, ...], max_hours: float, dry_run: bool, force: bool) -> int:
+    """Fail chords: revoke their pending tasks, mark their callback FAILURE with ChordError.
+
+    With CHORD_IDs, exactly those chords (stuck or not); without, every stuck chord, after
+    asking (on a terminal) or with --force.
+    """
     opts = settings()
     snapshot = collect(opts.app, stuck_after_hours=max_hours)
-    stuck = stuck_chords(snapshot)
+    if chord_ids:
+        chosen = [snapshot.find(i) for i in chord_ids]
+        unknown = [i for i, c in zip(chord_ids, chosen, strict=True) if c is None]
+        if unknown:
+            raise ChordguardError(f"unknown chord id(s): {', '.join(unknown)} (see chordguard "
+                                  "status; nothing was failed)")
+        targets = [c for c in chosen if c is not None]
+    else:
+        targets = stuck_chords(snapshot)
+        if targets and not (dry_run or force):
+            _confirm(f"Fail {len(targets)} stuck chord(s) idle over {max_hours:g} h? "
+                     "Their callbacks will be marked FAILURE")
     done = []
-    for chord in stuck:
-        reason = "; ".join(d.summary for d in chord.diagnoses if d.severity == "blocking")
+    for chord in targets:
+        reason = "; ".join(d.summary for d in chord.diagnoses if d.severity == "blocking") \
+            or "failed on request (chordguard revoke)"
         plan = plan_fail(chord, reason) if dry_run else fail_chord(opts.app, chord, reason)
         done.append(plan)
         if not opts.json:
@@ -35,10 +56,19 @@ def revoke(max_hours: float, dry_run: bool) -> int:
     if opts.json:
         opts.emit_json({"schema": "chordguard.revoke/1", "dry_run": dry_run,
                         "chords": to_jsonable(done)})
-    elif not stuck:
+    elif not targets:
         opts.console.print(f"[green]no stuck chords[/] (limit {max_hours:g} h)")
     failed_sources = [s for s in snapshot.sources if not s.ok]
     return EXIT_PROBLEMS if failed_sources else EXIT_OK
+
+
+def _confirm(question: str) -> None:
+    """Ask on a terminal; off one, refuse (usage error) without --force."""
+    if not sys.stdin.isatty():
+        raise click.UsageError("revoke fails every stuck chord: add --force (or --yes), "
+                               "name the chords (revoke CHORD_ID...), or use --dry-run")
+    if not click.confirm(question, default=False):
+        raise ChordguardError("declined: nothing was failed")
 
 
 @command(COMMANDS, name="clean")
