@@ -20,6 +20,13 @@ def test_usage_error_exits_2():
     assert run("check", "--max-hours", "-1", "--broker", REDIS_URL).returncode == 2
 
 
+def test_nan_and_inf_are_refused_as_numbers():
+    for value in ("nan", "inf", "NaN"):
+        result = run("check", "--max-hours", value, "--broker", REDIS_URL)
+        assert result.returncode == 2 and "is not a finite number" in result.stderr, value
+    assert run("watch", "--every", "nan", "--broker", REDIS_URL).returncode == 2
+
+
 def test_no_app_and_no_broker_is_a_clear_error():
     result = run("status")
     assert result.returncode == 1

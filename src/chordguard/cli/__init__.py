@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +59,19 @@ class Settings:
 
     def emit_json(self, document: Any) -> None:
         click.echo(json.dumps(document, indent=2, default=str))
+
+
+class FiniteFloat(click.FloatRange):
+    """A float range that refuses ``nan`` and ``inf`` (which compare as inside any range)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def settings() -> Settings:

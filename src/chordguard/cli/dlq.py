@@ -19,7 +19,7 @@ from ..model import to_jsonable
 from ..store.base import Store, open_store
 from ..store.connections import store_url
 from ..store.records import DLQ_DEAD, DeadLetter
-from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, command, settings
+from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, FiniteFloat, command, settings
 
 STORE_TIMEOUT = 10.0
 LETTERS: list[click.Command] = []
@@ -98,7 +98,7 @@ def _find(backing: Store, letter_id: str) -> DeadLetter:
 @command(LETTERS, name="replay")
 @STORE
 @click.argument("letter_id")
-@click.option("--wait", "wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--wait", "wait", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="Seconds to wait for the replayed callback's result.")
 def replay_letter(store: str | None, letter_id: str, wait: float) -> int:
     """Run the letter's callback once more with its stored inputs (after the fix)."""

@@ -10,12 +10,12 @@ from ..durable.reaper import ReapReport, reap, reap_forever
 from ..model import to_jsonable
 from ..store.connections import store_url
 from ..urls import mask_url
-from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, command, settings
+from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, FiniteFloat, command, settings
 
 
 @command(COMMANDS, name="reap")
 @click.option("--store", metavar="URL", help="Barrier store (default: the app's).")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+@click.option("--interval", type=FiniteFloat(min=0.1), default=5.0, show_default=True,
               help="Seconds between passes.")
 @click.option("--once", is_flag=True, help="One pass, then exit (1 if another reaper is active).")
 def reap_command(store: str | None, interval: float, once: bool) -> int:

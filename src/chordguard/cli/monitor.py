@@ -7,9 +7,9 @@ import click
 from ..collect import collect
 from ..monitor import find_chord, stuck_chords
 from ..render import chord_detail, print_status, snapshot_json, sources_line
-from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, command, settings
+from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, FiniteFloat, command, settings
 
-MAX_HOURS = click.option("--max-hours", type=click.FloatRange(min=0), default=1.0,
+MAX_HOURS = click.option("--max-hours", type=FiniteFloat(min=0), default=1.0,
                          show_default=True,
                          help="A chord idle longer than this many hours is stuck (0 allowed).")
 

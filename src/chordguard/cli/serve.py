@@ -8,7 +8,7 @@ import os
 import click
 
 from ..errors import ConfigurationError
-from . import COMMANDS, command, settings
+from . import COMMANDS, FiniteFloat, command, settings
 
 DEFAULT_PORT = 8765
 
@@ -20,11 +20,11 @@ DEFAULT_PORT = 8765
 @click.option("--token", envvar="CHORDGUARD_TOKEN", metavar="TOKEN",
               help="Allow actions to requests presenting this token (env CHORDGUARD_TOKEN). "
                    "Without it the dashboard is read-only.")
-@click.option("--max-hours", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--max-hours", type=FiniteFloat(min=0), default=1.0, show_default=True,
               help="A chord idle longer than this many hours is stuck (/healthz turns 503).")
-@click.option("--refresh", type=click.FloatRange(min=1), default=15.0, show_default=True,
+@click.option("--refresh", type=FiniteFloat(min=1), default=15.0, show_default=True,
               help="Seconds between background snapshots when nobody is looking.")
-@click.option("--cache", "cache_seconds", type=click.FloatRange(min=0), default=2.0,
+@click.option("--cache", "cache_seconds", type=FiniteFloat(min=0), default=2.0,
               show_default=True, help="Seconds a snapshot is shared between requests.")
 def serve(host: str, port: int, token: str | None, max_hours: float, refresh: float,
           cache_seconds: float) -> int:

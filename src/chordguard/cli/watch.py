@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..model import to_jsonable
 from ..watch import Anomaly, UnlockWatch, follow
-from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, command, settings
+from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, FiniteFloat, command, settings
 
 TOP = 10
 
@@ -33,13 +33,13 @@ def rates_table(watch: UnlockWatch) -> Table:
 
 
 @command(COMMANDS, name="watch")
-@click.option("--every", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
+@click.option("--every", type=FiniteFloat(min=0.5), default=10.0, show_default=True,
               help="Print the rates every this many seconds.")
-@click.option("--window", type=click.FloatRange(min=1), default=30.0, show_default=True,
+@click.option("--window", type=FiniteFloat(min=1), default=30.0, show_default=True,
               help="Sliding window for rates, in seconds.")
-@click.option("--stuck-after", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+@click.option("--stuck-after", type=FiniteFloat(min=0), default=3600.0, show_default=True,
               help="Report a chord whose unlock has polled longer than this many seconds.")
-@click.option("--duration", type=click.FloatRange(min=0), default=0.0,
+@click.option("--duration", type=FiniteFloat(min=0), default=0.0,
               help="Stop after this many seconds (0: until Ctrl-C).")
 @click.option("--max-chords", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Chords remembered at most (least recently polled forgotten first).")
