@@ -27,6 +27,24 @@ def test_nan_and_inf_are_refused_as_numbers():
     assert run("watch", "--every", "nan", "--broker", REDIS_URL).returncode == 2
 
 
+def test_a_wrong_app_path_says_what_to_type_instead(tmp_path):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "tasks.py").write_text(
+        f"from celery import Celery\napp = Celery('p', broker={REDIS_URL!r})\n")
+
+    def load(app_path: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "chordguard", "-A", app_path, "status"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=30)
+
+    for app_path, hint in (("proj/tasks.py", "try -A proj.tasks"),
+                           ("proj.tasks:missing", "has no attribute 'missing': try -A proj.tasks"),
+                           ("nosuch", "No module named 'nosuch' (run from the directory")):
+        result = load(app_path)
+        assert result.returncode == 1 and hint in result.stderr, (app_path, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert load("proj.tasks").returncode == 0
+
+
 def test_no_app_and_no_broker_is_a_clear_error():
     result = run("status")
     assert result.returncode == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -23,10 +24,7 @@ def load_app(app_path: str | None = None, broker: str | None = None,
     if app_path:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
-        try:
-            app = find_app(app_path)
-        except Exception as exc:  # import errors of the user's module
-            raise ConfigurationError(f"cannot load Celery app {app_path!r}: {exc}") from exc
+        app = _find_app(app_path)
     else:
         broker = broker or os.environ.get("CELERY_BROKER_URL")
         backend = backend or os.environ.get("CELERY_RESULT_BACKEND")
@@ -39,6 +37,29 @@ def load_app(app_path: str | None = None, broker: str | None = None,
         app.conf.result_backend = backend
     fail_fast(app)
     return app
+
+
+def _find_app(app_path: str) -> Celery:
+    """``find_app`` with errors that say what to type instead."""
+    if "/" in app_path or app_path.endswith(".py"):
+        module = app_path.removesuffix(".py").strip("./").replace("/", ".")
+        raise ConfigurationError(f"-A takes a module path, not a file: try -A {module}")
+    module, _, attribute = app_path.partition(":")
+    try:
+        if attribute:
+            found = getattr(importlib.import_module(module), attribute, None)
+            if found is None:
+                raise ConfigurationError(f"module {module!r} has no attribute {attribute!r}: "
+                                         f"try -A {module} (Celery finds its app)")
+        return find_app(app_path)
+    except ConfigurationError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(f"cannot load Celery app {app_path!r}: {exc} (run from the "
+                                 "directory that holds it, or set PYTHONPATH)") from exc
+    except Exception as exc:  # errors raised by the user's module itself
+        raise ConfigurationError(f"cannot load Celery app {app_path!r}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
 
 
 def fail_fast(app: Celery, timeout: float = CONNECT_TIMEOUT) -> None:
