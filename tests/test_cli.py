@@ -30,7 +30,8 @@ def test_nan_and_inf_are_refused_as_numbers():
 def test_a_wrong_app_path_says_what_to_type_instead(tmp_path):
     (tmp_path / "proj").mkdir()
     (tmp_path / "proj" / "tasks.py").write_text(
-        f"from celery import Celery\napp = Celery('p', broker={REDIS_URL!r})\n")
+        f"from celery import Celery\napp = Celery('p', broker={REDIS_URL!r}, "
+        f"backend={REDIS_URL!r})\n")
 
     def load(app_path: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "chordguard", "-A", app_path, "status"],
@@ -56,7 +57,7 @@ def test_unreachable_backend_answers_within_seconds_and_masks_the_password():
     result = run("status", "--broker", "redis://:hunter2@127.0.0.1:1/0",
                  "--backend", "redis://:hunter2@127.0.0.1:1/0", timeout=30)
     assert time.monotonic() - started < 10
-    assert result.returncode == 1
+    assert result.returncode == 3  # unknown: the monitor could not see
     assert "hunter2" not in result.stdout + result.stderr
     assert "redis_chords FAILED" in result.stdout and "127.0.0.1:1" in result.stdout
 
@@ -66,8 +67,28 @@ def test_unreachable_amqp_broker_answers_within_seconds():
     result = run("check", "--broker", "amqp://guest:s3cret@127.0.0.1:1//",
                  "--backend", PG_BACKEND, timeout=30)
     assert time.monotonic() - started < 10
-    assert result.returncode == 1
+    assert result.returncode == 3 and "unknown" in result.stdout
     assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_what_the_monitor_cannot_read_is_unknown_never_healthy():
+    """Nothing listening, a backend no source reads, a URL that is not one: exit 3 with a
+    reason, and health_check says the same."""
+    from celery import Celery
+
+    from chordguard import health_check
+
+    for args in (("--broker", "amqp://guest:guest@127.0.0.1:5699//"),
+                 ("--broker", REDIS_URL, "--backend", "zzz://x"),
+                 ("--broker", "garbage://:::")):
+        result = run("check", *args)
+        assert result.returncode == 3, (args, result.stdout, result.stderr)
+        assert "unknown" in result.stdout and "healthy" not in result.stdout.replace(
+            "unhealthy", ""), args
+        as_json = json.loads(run("check", "--json", *args).stdout)
+        assert as_json["health"]["status"] == "unknown" and as_json["health"]["reason"]
+    health = health_check(Celery("blind", broker=REDIS_URL, backend="redis://127.0.0.1:1/0"))
+    assert health["status"] == "unknown" and "redis_chords" in health["reason"]
 
 
 def test_unknown_chord_id_is_a_clear_error(make_cluster):

@@ -79,6 +79,8 @@ def test_healthy_cluster(redis_cluster, served):
     assert figures["chordguard_chords_in_flight"][(("kind", "redis"),)] == 1
     assert figures["chordguard_chords_stuck"][(("kind", "redis"),)] == 0
     assert figures["chordguard_source_up"][(("source", "redis_chords"),)] == 1
+    assert figures["chordguard_health"][(("chordguard_health", "healthy"),)] == 1
+    assert figures["chordguard_health"][(("chordguard_health", "unknown"),)] == 0
     assert figures["chordguard_chord_idle_seconds_max"][(("kind", "redis"),)] < 3600
     assert all("chord" not in dict(labels) and "task_id" not in dict(labels)
                for samples in figures.values() for labels in samples)

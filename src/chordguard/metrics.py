@@ -23,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .model import ChordKind
+from .monitor import HEALTHY, UNHEALTHY, UNKNOWN, verdict
 from .tracker import DURATION_BUCKETS, Figures
 
 PREFIX = "chordguard"
@@ -80,6 +81,11 @@ def _snapshot_families(figures: Figures | None) -> Iterator[Metric]:
     taken = GaugeMetricFamily(f"{PREFIX}_snapshot_timestamp_seconds",
                               "When the last snapshot was taken (Unix time).")
     info = InfoMetricFamily(f"{PREFIX}_celery", "The Celery version chordguard runs with.")
+    health = StateSetMetricFamily(f"{PREFIX}_health",
+                                  "The monitor's verdict, as /healthz and `check` give it: "
+                                  "unknown when it could not see enough.")
+    status = verdict(figures.snapshot)[0] if figures is not None else UNKNOWN
+    health.add_metric([], {state: state == status for state in (HEALTHY, UNHEALTHY, UNKNOWN)})
     if figures is not None:
         snapshot = figures.snapshot
         kinds = Counter(c.kind.value for c in snapshot.chords)
@@ -101,7 +107,8 @@ def _snapshot_families(figures: Figures | None) -> Iterator[Metric]:
             sources.add_metric([report.name], 1.0 if report.ok else 0.0)
         taken.add_metric([], snapshot.taken_at.timestamp())
         info.add_metric([], {"version": snapshot.celery_version})
-    yield from (in_flight, stuck, idle, diagnoses, duplicates, interval, sources, taken, info)
+    yield from (in_flight, stuck, idle, diagnoses, duplicates, interval, sources, taken, info,
+                health)
 
 
 def _tracker_families(figures: Figures | None) -> Iterator[Metric]:

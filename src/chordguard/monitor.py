@@ -51,29 +51,52 @@ def check_stuck_chords(app: Celery, max_runtime_hours: float) -> list[Chord]:
     return stuck_chords(collect(app, stuck_after_hours=max_runtime_hours))
 
 
-def health_check(app: Celery, max_runtime_hours: float = 1.0) -> dict[str, Any]:
-    """Counts of in-flight and stuck chords and ``status``: ``"healthy"`` or ``"unhealthy"``.
+HEALTHY, UNHEALTHY, UNKNOWN = "healthy", "unhealthy", "unknown"
+CHORD_SOURCES = ("redis_chords", "unlock")  # one of them reads the chords of any backend
 
-    A source that did not answer makes the cluster unhealthy too: we cannot vouch for it.
+
+def health_check(app: Celery, max_runtime_hours: float = 1.0) -> dict[str, Any]:
+    """Counts of in-flight and stuck chords, ``status`` and a one-line ``reason``.
+
+    ``status`` is ``"healthy"``, ``"unhealthy"`` (a stuck chord or an open breaker) or
+    ``"unknown"``: a source failed, the view is incomplete, or no source reads the chords of
+    the app's result backend. Never "healthy" on what it could not see.
     """
     return health_from(collect(app, stuck_after_hours=max_runtime_hours))
 
 
+def verdict(snapshot: Snapshot) -> tuple[str, str]:
+    """``(status, reason)`` for a snapshot (see ``health_check``)."""
+    stuck = stuck_chords(snapshot)
+    tripped = sorted(n for n, state in snapshot.facts.breakers.items() if state != "closed")
+    if stuck or tripped:
+        parts = [f"{len(stuck)} stuck chord(s)"] if stuck else []
+        parts += [f"circuit open for {', '.join(tripped)}"] if tripped else []
+        return UNHEALTHY, "; ".join(parts)
+    failed = [f"{s.name}: {s.detail}" for s in snapshot.sources if not s.ok]
+    if failed:
+        return UNKNOWN, "source failed: " + "; ".join(failed)
+    applied = {s.name for s in snapshot.sources}
+    if not applied & set(CHORD_SOURCES):
+        return UNKNOWN, "no source reads the chords of this app's result backend"
+    if "unlock" in applied and not snapshot.facts.holdings_complete:
+        return UNKNOWN, "incomplete view: a worker did not answer or a queue was not read"
+    return HEALTHY, f"{len(snapshot.chords)} chord(s) in flight, none stuck"
+
+
 def health_from(snapshot: Snapshot) -> dict[str, Any]:
     """The ``health_check`` dictionary for an existing snapshot."""
-    stuck = stuck_chords(snapshot)
-    failed_sources = [s.name for s in snapshot.sources if not s.ok]
+    status, reason = verdict(snapshot)
     diagnoses = Counter(code for chord in snapshot.chords for code in chord.codes)
-    breakers = snapshot.facts.breakers
-    tripped = [name for name, state in breakers.items() if state != "closed"]
     return {
-        "status": "unhealthy" if stuck or failed_sources or tripped else "healthy",
+        "status": status,
+        "reason": reason,
         "celery_version": snapshot.celery_version,
         "in_flight_chords": len(snapshot.chords),
         "active_chord_unlocks": sum(1 for c in snapshot.chords if c.kind is ChordKind.UNLOCK),
-        "stuck_chords": len(stuck),
+        "stuck_chords": len(stuck_chords(snapshot)),
         "by_kind": dict(Counter(c.kind.value for c in snapshot.chords)),
         "diagnoses": dict(diagnoses),
-        "sources_failed": failed_sources,
-        "breakers": dict(breakers),  # guard's circuit breakers by callback (journal source)
+        "sources_failed": [s.name for s in snapshot.sources if not s.ok],
+        "breakers": dict(snapshot.facts.breakers),  # guard's circuit breakers by callback
     }

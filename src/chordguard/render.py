@@ -65,11 +65,13 @@ def status_table(snapshot: Snapshot, chords: list[Chord] | None = None) -> Table
 
 def totals_line(snapshot: Snapshot) -> Text:
     health = health_from(snapshot)
-    style = "green" if health["status"] == "healthy" else "bold red"
+    style = {"healthy": "green", "unknown": "bold yellow"}.get(health["status"], "bold red")
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(health["by_kind"].items())) or "none"
     text = Text(f"{health['in_flight_chords']} in flight ({kinds}); "
                 f"{health['stuck_chords']} with blocking problems; ")
     text += Text(health["status"], style=style)
+    if health["status"] != "healthy":
+        text += Text(f" ({health['reason']})")
     return text
 
 

@@ -2,7 +2,8 @@
 
 Common options (``-A/--app``, ``--broker``, ``--backend``, ``--json``, ``--verbose``) are
 accepted anywhere on the line. Exit codes: 0 healthy, 1 problems found or error,
-2 usage, 130 interrupted.
+2 usage, 3 unknown (a source failed, the view was incomplete, or nothing reads this app's
+chords: never "healthy" on what was not seen), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..appctx import load_app
 from ..errors import ChordguardError
 from ..urls import mask_text
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_UNKNOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _META_KEY = "chordguard.settings"
 NON_TTY_WIDTH = 160
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from ..collect import collect
-from ..monitor import find_chord, stuck_chords
+from ..model import Snapshot
+from ..monitor import HEALTHY, UNHEALTHY, find_chord, stuck_chords, verdict
 from ..render import chord_detail, print_status, snapshot_json, sources_line
-from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, FiniteFloat, command, settings
+from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, EXIT_UNKNOWN, FiniteFloat, command, settings
 
 MAX_HOURS = click.option("--max-hours", type=FiniteFloat(min=0), default=1.0,
                          show_default=True,
@@ -23,8 +24,7 @@ def status() -> int:
         opts.emit_json(snapshot_json(snapshot, "status"))
     else:
         print_status(opts.console, snapshot)
-    healthy = not stuck_chords(snapshot) and all(s.ok for s in snapshot.sources)
-    return EXIT_OK if healthy else EXIT_PROBLEMS
+    return exit_code(snapshot)
 
 
 @command(COMMANDS, name="check")
@@ -40,11 +40,20 @@ def check(max_hours: float) -> int:
         if stuck:
             print_status(opts.console, snapshot, stuck)
         else:
-            opts.console.print(f"[green]no stuck chords[/] ({len(snapshot.chords)} in flight, "
-                               f"limit {max_hours:g} h)")
+            status, reason = verdict(snapshot)
+            if status == HEALTHY:
+                opts.console.print(f"[green]no stuck chords[/] ({len(snapshot.chords)} in "
+                                   f"flight, limit {max_hours:g} h)")
+            else:
+                opts.console.print(f"[bold yellow]{status}[/]: {reason}")
             opts.console.print(sources_line(snapshot))
-    failed_sources = [s for s in snapshot.sources if not s.ok]
-    return EXIT_PROBLEMS if stuck or failed_sources else EXIT_OK
+    return exit_code(snapshot)
+
+
+def exit_code(snapshot: Snapshot) -> int:
+    """0 healthy, 1 problems found, 3 unknown (the monitor could not see enough)."""
+    status, _ = verdict(snapshot)
+    return {HEALTHY: EXIT_OK, UNHEALTHY: EXIT_PROBLEMS}.get(status, EXIT_UNKNOWN)
 
 
 @command(COMMANDS, name="inspect")
