@@ -13,98 +13,27 @@ States: ``waiting`` -> ``dispatching`` -> ``dispatched`` -> ``succeeded`` | ``fa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol
 
 from kombu.utils.json import dumps, loads
 
-CLAIM_GRACE = 30.0  # a dispatch claim older than this, not yet published, is re-dispatched
-# (``chordguard_claim_grace`` in app.conf overrides it; see ``claim_grace``)
-KEEP_SECONDS = 86400.0  # finished barriers are kept this long for the monitor and handles
+from ..store.records import (  # the records live with the store; durable's API names them
+    CLAIM_GRACE,
+    FINAL,
+    IN_FLIGHT,
+    KEEP_SECONDS,
+    Barrier,
+    BarrierState,
+    Completion,
+    Outcome,
+    Policy,
+)
+
+__all__ = ["CLAIM_GRACE", "FINAL", "IN_FLIGHT", "KEEP_SECONDS", "MAX_OUTCOME_BYTES", "Barrier",
+           "BarrierState", "BarrierStore", "Completion", "Outcome", "Policy", "callback_arg",
+           "claim_grace", "failed", "succeeded"]
+
 MAX_OUTCOME_BYTES = 1_000_000  # larger callback results are not copied into the barrier
-
-
-class BarrierState(StrEnum):
-    WAITING = "waiting"
-    DISPATCHING = "dispatching"
-    DISPATCHED = "dispatched"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
-IN_FLIGHT = (BarrierState.WAITING, BarrierState.DISPATCHING, BarrierState.DISPATCHED)
-FINAL = (BarrierState.SUCCEEDED, BarrierState.FAILED)
-
-
-class Policy(StrEnum):
-    """What a header failing for good does to the chord."""
-
-    FAIL = "fail"  # the chord fails at once; the callback's errbacks run
-    CONTINUE = "continue"  # the callback gets every header's envelope
-
-
-@dataclass
-class Barrier:
-    """One durable chord as its store keeps it. Times are epoch seconds."""
-
-    id: str
-    app: str
-    state: BarrierState
-    policy: Policy
-    total: int
-    remaining: int
-    callback: dict[str, Any]  # the callback signature, as a dict
-    callback_id: str
-    created_at: float
-    updated_at: float
-    deadline_at: float
-    stall_seconds: float
-    by_reference: bool = False
-    failed: int = 0
-    store: str | None = None  # an explicit store URL given to durable_chord, else None
-    claim_token: str | None = None
-    claimed_at: float | None = None
-    reason: str | None = None
-    outcome: str | None = None  # the callback's result as JSON, when kept
-    finished_at: float | None = None
-    header_ids: list[str] = field(default_factory=list)
-
-    @property
-    def callback_name(self) -> str:
-        return str(self.callback.get("task", "?"))
-
-    @property
-    def done(self) -> int:
-        return self.total - self.remaining
-
-    def due_at(self) -> float:
-        """When the reaper must look at this barrier next."""
-        if self.state is BarrierState.WAITING:
-            return min(self.deadline_at, self.updated_at + self.stall_seconds)
-        if self.state is BarrierState.DISPATCHING:
-            return min(self.deadline_at, (self.claimed_at or self.updated_at) + CLAIM_GRACE)
-        return self.deadline_at
-
-
-class Outcome(StrEnum):
-    """What one header completion did to its barrier."""
-
-    COUNTED = "counted"  # recorded; parts remain
-    DUPLICATE = "duplicate"  # this part was already recorded: ignored
-    LATE = "late"  # recorded, but the barrier had already moved on (failed or dispatched)
-    DISPATCH = "dispatch"  # this completion claimed the callback's dispatch
-    FAIL = "fail"  # this completion claimed the chord's failure
-    MISSING = "missing"  # no such barrier (expired, or never created in this store)
-
-
-@dataclass
-class Completion:
-    """The answer to ``BarrierStore.complete``; ``barrier`` is set for DISPATCH and FAIL."""
-
-    outcome: Outcome
-    barrier: Barrier | None = None
-    envelopes: list[str] | None = None  # every part's envelope, in header order (inline)
 
 
 class BarrierStore(Protocol):

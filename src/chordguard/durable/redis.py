@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kombu.utils.json import dumps, loads
-
 from ..store.connections import redis_client
+from ..store.records import from_row, to_row
 from .barrier import (
     CLAIM_GRACE,
     IN_FLIGHT,
@@ -21,7 +20,6 @@ from .barrier import (
     BarrierState,
     Completion,
     Outcome,
-    Policy,
 )
 
 PREFIX = "chordguard:durable:"
@@ -113,10 +111,6 @@ else
 end
 return 1
 """
-
-_FLOATS = ("created_at", "updated_at", "deadline_at", "stall_seconds", "claimed_at",
-           "finished_at")
-
 
 class RedisBarriers:
     """``BarrierStore`` on Redis."""
@@ -242,34 +236,11 @@ def _pairs(encoded: Any) -> dict[str, str]:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-def _fields(barrier: Barrier) -> dict[str, str]:
-    out = {
-        "app": barrier.app, "state": barrier.state.value, "policy": barrier.policy.value,
-        "total": str(barrier.total), "remaining": str(barrier.remaining),
-        "failed": str(barrier.failed), "by_reference": "1" if barrier.by_reference else "0",
-        "callback": dumps(barrier.callback), "callback_id": barrier.callback_id,
-        "store": barrier.store or "",
-    }
-    for name in _FLOATS:
-        value = getattr(barrier, name)
-        if value is not None:
-            out[name] = repr(value)
-    if barrier.claim_token:
-        out["claim_token"] = barrier.claim_token
-    return out
+def _fields(barrier: Barrier) -> dict[str, Any]:
+    row = to_row(barrier)
+    del row["header_ids"]  # kept apart under h:<id>
+    return {k: v for k, v in row.items() if v is not None}
 
 
 def _barrier(barrier_id: str, f: dict[str, str]) -> Barrier:
-    def number(name: str) -> float | None:
-        return float(f[name]) if f.get(name) else None
-
-    return Barrier(
-        id=barrier_id, app=f.get("app", ""), state=BarrierState(f["state"]),
-        policy=Policy(f.get("policy", "fail")), total=int(f.get("total", 0)),
-        remaining=int(f.get("remaining", 0)), callback=loads(f.get("callback") or "{}"),
-        callback_id=f.get("callback_id", ""), created_at=number("created_at") or 0.0,
-        updated_at=number("updated_at") or 0.0, deadline_at=number("deadline_at") or 0.0,
-        stall_seconds=number("stall_seconds") or 0.0, by_reference=f.get("by_reference") == "1",
-        failed=int(f.get("failed", 0)), store=f.get("store") or None,
-        claim_token=f.get("claim_token"), claimed_at=number("claimed_at"),
-        reason=f.get("reason"), outcome=f.get("outcome"), finished_at=number("finished_at"))
+    return from_row(Barrier, f, id=barrier_id)

@@ -19,7 +19,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from kombu.utils.json import dumps, loads
 from sqlalchemy import (
     Column,
     Connection,
@@ -36,6 +35,7 @@ from sqlalchemy import (
 )
 
 from ..store.connections import sql_engine
+from ..store.records import from_row, to_row
 from .barrier import (
     CLAIM_GRACE,
     IN_FLIGHT,
@@ -43,7 +43,6 @@ from .barrier import (
     BarrierState,
     Completion,
     Outcome,
-    Policy,
 )
 
 T = TypeVar("T")
@@ -310,27 +309,10 @@ class SqlBarriers:
 
 
 def _row(barrier: Barrier) -> dict[str, Any]:
-    return {
-        "id": barrier.id, "app": barrier.app, "state": barrier.state.value,
-        "policy": barrier.policy.value, "total": barrier.total, "remaining": barrier.remaining,
-        "failed": barrier.failed, "by_reference": int(barrier.by_reference),
-        "callback": dumps(barrier.callback), "callback_id": barrier.callback_id,
-        "store": barrier.store, "created_at": barrier.created_at,
-        "updated_at": barrier.updated_at, "deadline_at": barrier.deadline_at,
-        "stall_seconds": barrier.stall_seconds, "due_at": barrier.due_at(),
-        "claim_token": barrier.claim_token, "claimed_at": barrier.claimed_at,
-        "reason": barrier.reason, "outcome": barrier.outcome,
-        "finished_at": barrier.finished_at,
-    }
+    row = to_row(barrier)
+    del row["header_ids"]  # kept apart, so counting never rewrites them
+    return {**row, "due_at": barrier.due_at()}
 
 
 def _barrier(row: Any) -> Barrier:
-    return Barrier(
-        id=row["id"], app=row["app"], state=BarrierState(row["state"]),
-        policy=Policy(row["policy"]), total=row["total"], remaining=row["remaining"],
-        callback=loads(row["callback"]), callback_id=row["callback_id"],
-        created_at=row["created_at"], updated_at=row["updated_at"],
-        deadline_at=row["deadline_at"], stall_seconds=row["stall_seconds"],
-        by_reference=bool(row["by_reference"]), failed=row["failed"], store=row["store"],
-        claim_token=row["claim_token"], claimed_at=row["claimed_at"], reason=row["reason"],
-        outcome=row["outcome"], finished_at=row["finished_at"])
+    return from_row(Barrier, row)

@@ -6,9 +6,6 @@ Keys start with ``chordguard:``. Ended chords expire after the retention period.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import redis
 
 from ..model import FAILED_STATES
@@ -73,9 +70,6 @@ redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
 
-_STATIC = ("app", "kind", "callback_name", "callback_id", "header_ids", "created_at",
-           "deadline_at", "callback")
-
 
 class RedisStore(Store):
     """The store in a Redis database (``redis://``)."""
@@ -97,7 +91,7 @@ class RedisStore(Store):
     # journal
     def record_chord(self, record: ChordRecord) -> None:
         key = self._key("chord", record.id)
-        static = json.dumps({name: getattr(record, name) for name in _STATIC}, default=repr)
+        static = to_json(record)  # what changes later lives in the hash's own fields
         if record.state == OPEN:
             score = record.deadline_at if record.deadline_at is not None else NO_DEADLINE
             self._record(keys=[key, self._key("open")],
@@ -150,10 +144,9 @@ class RedisStore(Store):
             if not fields or b"data" not in fields:
                 continue
             values = {k.decode(): v.decode() for k, v in fields.items()}
-            static: dict[str, Any] = json.loads(values["data"])
             states = [v.decode().split("|") for v in finished.values()]
-            out.append(ChordRecord(
-                id=chord_id, **static, state=values.get("state", OPEN),
+            out.append(from_json(
+                ChordRecord, values["data"], id=chord_id, state=values.get("state", OPEN),
                 reason=values.get("reason") or None,
                 ended_at=float(values["ended_at"]) if values.get("ended_at") else None,
                 last_progress_at=max((float(at) for _, at in states), default=None),

@@ -5,7 +5,6 @@ Tables (``chordguard_*``) are created on first use. JSON columns are TEXT holdin
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
@@ -42,7 +41,9 @@ from .records import (
     DeadLetter,
     PartUpdate,
     from_json,
+    from_row,
     to_json,
+    to_row,
 )
 
 IN_CHUNK = 500
@@ -146,14 +147,8 @@ class SqlStore(Store):
 
     # journal
     def record_chord(self, record: ChordRecord) -> None:
-        self._insert_new(journal, {
-            "id": record.id, "app": record.app, "kind": record.kind,
-            "callback_name": record.callback_name, "callback_id": record.callback_id,
-            "header_ids": json.dumps(record.header_ids),
-            "callback": json.dumps(record.callback, default=repr),
-            "created_at": record.created_at, "deadline_at": record.deadline_at,
-            "state": record.state, "reason": record.reason, "ended_at": record.ended_at,
-            "polls": record.polls, "duplicates": record.duplicates})
+        row = to_row(record)
+        self._insert_new(journal, {c.name: row[c.name] for c in journal.columns})
 
     def record_parts(self, updates: list[PartUpdate]) -> None:
         if updates:
@@ -196,14 +191,8 @@ class SqlStore(Store):
         out = []
         for r in rows:
             done, failed, last = progress.get(r["id"], (0, 0, None))
-            out.append(ChordRecord(
-                id=r["id"], app=r["app"], kind=r["kind"], callback_name=r["callback_name"],
-                callback_id=r["callback_id"], header_ids=json.loads(r["header_ids"]),
-                created_at=r["created_at"], deadline_at=r["deadline_at"],
-                callback=json.loads(r["callback"]) if r["callback"] else None,
-                state=r["state"], reason=r["reason"], ended_at=r["ended_at"],
-                last_progress_at=last, done=done or 0, failed=failed or 0, polls=r["polls"],
-                duplicates=r["duplicates"]))
+            out.append(from_row(ChordRecord, r, last_progress_at=last, done=done or 0,
+                                failed=failed or 0))
         return out
 
     def finish_chord(self, chord_id: str, state: str, reason: str) -> bool:
@@ -290,22 +279,13 @@ class SqlStore(Store):
         with self.engine.connect() as conn:
             row = conn.execute(select(breakers.c.data, breakers.c.version)
                                .where(breakers.c.name == name)).first()
-        if row is None:
-            return Breaker(name)
-        found = from_json(Breaker, row.data)
-        found.version = row.version
-        return found
+        return Breaker(name) if row is None else from_json(Breaker, row.data, version=row.version)
 
     def breakers(self) -> list[Breaker]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(breakers.c.data, breakers.c.version)
                                 .order_by(breakers.c.name)).all()
-        out = []
-        for row in rows:
-            found = from_json(Breaker, row.data)
-            found.version = row.version
-            out.append(found)
-        return out
+        return [from_json(Breaker, row.data, version=row.version) for row in rows]
 
     def _replace_breaker(self, old: Breaker, new: Breaker) -> bool:
         if old.version == 0:
