@@ -17,8 +17,8 @@ from chordguard.durable.barrier import (
     failed,
     succeeded,
 )
-from chordguard.durable.redis import PREFIX
-from chordguard.durable.sql import SqlBarriers
+from chordguard.store.redis.barriers import PREFIX
+from chordguard.store.sql.barriers import SqlBarriers
 from chordguard.durable.store import open_barriers
 from tests.durable_helpers import STORES, new_barrier
 

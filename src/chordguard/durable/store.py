@@ -14,10 +14,10 @@ from .barrier import BarrierStore
 def open_barriers(url: str) -> BarrierStore:
     """Redis for ``redis://`` URLs, else SQL (PostgreSQL, SQLite); tables made on first use."""
     if is_redis(url):
-        from .redis import RedisBarriers
+        from ..store.redis.barriers import RedisBarriers
 
         return RedisBarriers(url)
-    from .sql import SqlBarriers
+    from ..store.sql.barriers import SqlBarriers
 
     return SqlBarriers(url)
 

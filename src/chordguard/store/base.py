@@ -123,11 +123,11 @@ def now() -> float:
 def open_store(url: str, retention: float = DEFAULT_RETENTION) -> Store:
     """The store for ``url`` (one per process and URL); tables are created on first use."""
     if is_redis(url):
-        from .redis_store import RedisStore
+        from .redis.store import RedisStore
 
         store: Store = RedisStore(url)
     else:
-        from .sql_store import SqlStore
+        from .sql.store import SqlStore
 
         store = SqlStore(url)
     store.retention = retention

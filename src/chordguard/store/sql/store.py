@@ -5,34 +5,15 @@ Tables (``chordguard_*``) are created on first use. JSON columns are TEXT holdin
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Engine,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    and_,
-    case,
-    delete,
-    func,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Engine, Table, and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError
 
-from ..model import FAILED_STATES
-from .base import Store, now
-from .connections import sql_engine
-from .records import (
+from ...model import FAILED_STATES
+from ..base import Store, now
+from ..records import (
     DLQ_DEAD,
     OPEN,
     TERMINAL,
@@ -45,64 +26,10 @@ from .records import (
     to_json,
     to_row,
 )
+from .engine import engine as engine_for
+from .schema import breakers, claims, create_tables, dead_letters, journal, leases, parts
 
 IN_CHUNK = 500
-
-metadata = MetaData()
-journal = Table(
-    "chordguard_journal", metadata,
-    Column("id", String(155), primary_key=True),
-    Column("app", String(255), nullable=False),
-    Column("kind", String(16), nullable=False),
-    Column("callback_name", String(255)),
-    Column("callback_id", String(155)),
-    Column("header_ids", Text, nullable=False),
-    Column("callback", Text),
-    Column("created_at", Float, nullable=False),
-    Column("deadline_at", Float),
-    Column("state", String(16), nullable=False),
-    Column("reason", Text),
-    Column("ended_at", Float),
-    Column("polls", Integer, nullable=False, default=0),
-    Column("duplicates", Integer, nullable=False, default=0),
-    Index("chordguard_journal_open", "state", "app", "deadline_at"),
-)
-parts = Table(
-    "chordguard_parts", metadata,
-    Column("chord_id", String(155), primary_key=True),
-    Column("task_id", String(155), primary_key=True),
-    Column("state", String(16), nullable=False),
-    Column("at", Float, nullable=False),
-)
-dead_letters = Table(
-    "chordguard_dead_letters", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("data", Text, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float),
-)
-leases = Table(
-    "chordguard_leases", metadata,
-    Column("chord_id", String(155), primary_key=True),
-    Column("token", String(64), nullable=False),
-    Column("expires_at", Float, nullable=False),
-)
-claims = Table(
-    "chordguard_claims", metadata,
-    Column("key", String(255), primary_key=True),
-    Column("holder", String(255), nullable=False),
-    Column("at", Float, nullable=False),
-)
-breakers = Table(
-    "chordguard_breakers", metadata,
-    Column("name", String(255), primary_key=True),
-    Column("data", Text, nullable=False),
-    Column("version", Integer, nullable=False),
-)
-
-_created: set[str] = set()
-_create_lock = threading.Lock()
 
 
 class SqlStore(Store):
@@ -115,14 +42,8 @@ class SqlStore(Store):
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            engine = sql_engine(self.url)
-            with _create_lock:
-                if self.url not in _created:
-                    try:
-                        metadata.create_all(engine, checkfirst=True)
-                    except (IntegrityError, OperationalError, ProgrammingError):
-                        metadata.create_all(engine, checkfirst=True)  # another process raced us
-                    _created.add(self.url)
+            engine = engine_for(self.url)
+            create_tables(engine)  # before any thread may use the engine
             self._engine = engine
         return self._engine
 

@@ -14,83 +14,29 @@ completion costs exactly one round trip (no pool pre-ping).
 from __future__ import annotations
 
 import json
-import os
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    exc,
-    select,
-    text,
-)
+from sqlalchemy import Connection, Engine, select, text
 
-from ..store.connections import sql_engine
-from ..store.records import from_row, to_row
-from .barrier import (
+from ..records import (
     CLAIM_GRACE,
     IN_FLIGHT,
     Barrier,
     BarrierState,
     Completion,
     Outcome,
+    from_row,
+    to_row,
 )
+from .engine import engine as engine_for
+from .engine import run
+from .schema import barrier_headers as HEADER
+from .schema import barrier_parts as PART
+from .schema import barriers as BARRIER
+from .schema import create_tables
 
 T = TypeVar("T")
-metadata = MetaData()
-BARRIER = Table(
-    "chordguard_durable_barrier", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("app", String(255), nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("policy", String(16), nullable=False),
-    Column("total", Integer, nullable=False),
-    Column("remaining", Integer, nullable=False),
-    Column("failed", Integer, nullable=False, default=0),
-    Column("by_reference", Integer, nullable=False, default=0),
-    Column("callback", Text, nullable=False),
-    Column("callback_id", String(64), nullable=False),
-    Column("store", Text),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
-    Column("deadline_at", Float, nullable=False),
-    Column("stall_seconds", Float, nullable=False),
-    Column("due_at", Float),  # NULL once final
-    Column("claim_token", String(64)),
-    Column("claimed_at", Float),
-    Column("reason", Text),
-    Column("outcome", Text),
-    Column("finished_at", Float),
-    Index("chordguard_durable_barrier_due", "app", "due_at"),
-    Index("chordguard_durable_barrier_finished", "app", "finished_at"),
-)
-PART = Table(
-    "chordguard_durable_part", metadata,
-    Column("barrier_id", String(64), primary_key=True),
-    Column("idx", Integer, primary_key=True, autoincrement=False),
-    Column("failed", Integer, nullable=False),
-    Column("envelope", Text, nullable=False),
-)
-HEADER = Table(
-    "chordguard_durable_header", metadata,
-    Column("barrier_id", String(64), primary_key=True),
-    Column("ids", Text, nullable=False),
-)
-LOCK = Table(
-    "chordguard_durable_lock", metadata,
-    Column("name", String(255), primary_key=True),
-    Column("holder", String(255), nullable=False),
-    Column("expires_at", Float, nullable=False),
-)
 COLUMNS = ", ".join(c.name for c in BARRIER.columns)
 
 _CLAIMS = "(state = 'waiting' AND ((:failed = 1 AND policy = 'fail') OR remaining <= 1))"
@@ -131,48 +77,12 @@ class SqlBarriers:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = sql_engine(url)
+        self.engine: Engine = engine_for(url)
         self.postgres = self.engine.dialect.name == "postgresql"
-        self._local = threading.local()
-        self._pid = os.getpid()
-        self._create_tables()
-
-    def _create_tables(self) -> None:
-        try:
-            metadata.create_all(self.engine)
-        except (exc.IntegrityError, exc.ProgrammingError, exc.OperationalError):
-            metadata.create_all(self.engine)  # another process created them meanwhile
+        create_tables(self.engine)
 
     def _run(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in one transaction: autocommit on this thread's connection (PostgreSQL),
-        a pooled transaction (SQLite). A broken connection is replaced once; a forked
-        process (prefork pool child) never uses its parent's pooled connections."""
-        if self._pid != os.getpid():
-            self.engine.dispose(close=False)
-            self._pid = os.getpid()
-        if not self.postgres:
-            with self.engine.begin() as conn:
-                return fn(conn)
-        for attempt in (1, 2):
-            conn = self._connection()
-            try:
-                return fn(conn)
-            except exc.DBAPIError as error:
-                if attempt == 2 or not (error.connection_invalidated
-                                        or isinstance(error, exc.OperationalError)):
-                    raise
-                self._local.conn = None
-                conn.close()
-        raise AssertionError("unreachable")
-
-    def _connection(self) -> Connection:
-        local = self._local
-        if getattr(local, "conn", None) is None or local.pid != os.getpid():
-            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            conn.detach()
-            local.conn = conn
-            local.pid = os.getpid()
-        return local.conn
+        return run(self.engine, fn)
 
     def create(self, barrier: Barrier) -> None:
         row = _row(barrier)

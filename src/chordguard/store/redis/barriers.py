@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..store.connections import redis_client
-from ..store.records import from_row, to_row
-from .barrier import (
+from ..records import (
     CLAIM_GRACE,
     IN_FLIGHT,
     KEEP_SECONDS,
@@ -20,7 +18,10 @@ from .barrier import (
     BarrierState,
     Completion,
     Outcome,
+    from_row,
+    to_row,
 )
+from .store import client
 
 PREFIX = "chordguard:durable:"
 
@@ -117,7 +118,7 @@ class RedisBarriers:
 
     def __init__(self, url: str, keep: float = KEEP_SECONDS) -> None:
         self.url, self.keep = url, keep
-        self.redis = redis_client(url)
+        self.redis = client(url)
         self._complete = self.redis.register_script(_COMPLETE)
         self._transition = self.redis.register_script(_TRANSITION)
         self._mark = self.redis.register_script(_MARK_DISPATCHED)

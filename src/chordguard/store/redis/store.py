@@ -6,12 +6,13 @@ Keys start with ``chordguard:``. Ended chords expire after the retention period.
 
 from __future__ import annotations
 
+import functools
+
 import redis
 
-from ..model import FAILED_STATES
-from .base import Store, now
-from .connections import redis_client
-from .records import (
+from ...model import FAILED_STATES
+from ..base import Store, now
+from ..records import (
     DLQ_DEAD,
     OPEN,
     TERMINAL,
@@ -24,6 +25,7 @@ from .records import (
 )
 
 PREFIX = "chordguard:"
+CONNECT_TIMEOUT = 3
 NO_DEADLINE = 1e18
 
 # KEYS: chord hash, open zset; ARGV: data json, state, polls, duplicates, score, id
@@ -71,12 +73,20 @@ return 1
 """
 
 
+@functools.cache
+def client(url: str) -> redis.Redis:
+    """The Redis client for ``url`` (one per process; redis-py's pool reconnects in a forked
+    child by itself)."""
+    return redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT,
+                                socket_timeout=10, health_check_interval=30)
+
+
 class RedisStore(Store):
     """The store in a Redis database (``redis://``)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.client: redis.Redis = redis_client(url)
+        self.client: redis.Redis = client(url)
         self._record = self.client.register_script(_RECORD)
         self._parts = self.client.register_script(_PARTS)
         self._finish = self.client.register_script(_FINISH)
