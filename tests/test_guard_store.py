@@ -13,7 +13,7 @@ from celery import Celery
 import chordguard
 from chordguard.errors import ConfigurationError
 from chordguard.guard.settings import resolve
-from chordguard.store.base import open_store
+from chordguard.store import open_store
 from chordguard.store.records import (
     DLQ_DEAD,
     DLQ_DROPPED,
@@ -67,7 +67,7 @@ def test_lease_moves_only_from_the_expected_token(store):
     assert not store.swap_lease(chord_id, None, "other", 60)  # a second first message
     assert store.swap_lease(chord_id, "t1", "t2", 60)
     assert not store.swap_lease(chord_id, "t1", "t3", 60)  # a redelivered older message
-    assert store.lease(chord_id) == "t2"
+    assert store.lease_holder(chord_id) == "t2"
 
 
 def test_claims_dead_letters_and_breakers(store):

@@ -9,7 +9,7 @@ from celery.backends.redis import RedisBackend
 
 from ..durable.hook import enable as enable_durable_hooks
 from ..model import ChordKind
-from ..store.base import open_store
+from ..store import open_store
 from . import journal, reaper, unlock
 from .parts import PartBuffer
 from .settings import resolve

@@ -1,8 +1,8 @@
 """Every chordguard table, in one MetaData: created together on first use of a URL.
 
 Journal: ``chordguard_journal`` (one row per chord), ``chordguard_parts`` (finished header
-parts), ``chordguard_dead_letters``, ``chordguard_breakers``; leases and claims:
-``chordguard_leases``, ``chordguard_claims``, ``chordguard_durable_lock``; durable chords:
+parts), ``chordguard_dead_letters``, ``chordguard_breakers``; every lease (unlock leases,
+run-once claims, reaper locks): ``chordguard_lease``; durable chords:
 ``chordguard_durable_barrier`` (one row per chord), ``chordguard_durable_part`` (one row per
 finished part, primary key (barrier, index): a duplicate is a no-op insert),
 ``chordguard_durable_header`` (header task ids, kept apart so counting never rewrites them).
@@ -58,17 +58,11 @@ dead_letters = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float),
 )
-leases = Table(
-    "chordguard_leases", metadata,
-    Column("chord_id", String(155), primary_key=True),
-    Column("token", String(64), nullable=False),
-    Column("expires_at", Float, nullable=False),
-)
-claims = Table(
-    "chordguard_claims", metadata,
-    Column("key", String(255), primary_key=True),
+leases = Table(  # unlock leases, run-once claims, reaper locks: see protocols.Leases
+    "chordguard_lease", metadata,
+    Column("name", String(255), primary_key=True),
     Column("holder", String(255), nullable=False),
-    Column("at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
 )
 breakers = Table(
     "chordguard_breakers", metadata,
@@ -113,12 +107,6 @@ barrier_headers = Table(
     "chordguard_durable_header", metadata,
     Column("barrier_id", String(64), primary_key=True),
     Column("ids", Text, nullable=False),
-)
-locks = Table(
-    "chordguard_durable_lock", metadata,
-    Column("name", String(255), primary_key=True),
-    Column("holder", String(255), nullable=False),
-    Column("expires_at", Float, nullable=False),
 )
 
 _created: set[Engine] = set()

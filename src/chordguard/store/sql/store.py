@@ -1,18 +1,22 @@
 """The store on SQLAlchemy 2: a SQLite file by default, PostgreSQL for clusters.
 
-Tables (``chordguard_*``) are created on first use. JSON columns are TEXT holding JSON.
+Tables (``schema``) are created on first use. The journal, dead letters and breakers go
+through the engine's pool (any thread of any process may publish a chord); the hot paths
+of workers — barrier completions and leases — run on the thread's own connection
+(``engine.run``: one round trip a statement on PostgreSQL).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Table, and_, case, delete, func, or_, select, update
+from sqlalchemy import Connection, Engine, Table, and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 
 from ...model import FAILED_STATES
-from ..base import Store, now
+from ..protocols import DEFAULT_RETENTION, Store
 from ..records import (
     DLQ_DEAD,
     OPEN,
@@ -26,17 +30,21 @@ from ..records import (
     to_json,
     to_row,
 )
+from .barriers import SqlBarriers
 from .engine import engine as engine_for
-from .schema import breakers, claims, create_tables, dead_letters, journal, leases, parts
+from .engine import run
+from .schema import breakers, create_tables, dead_letters, journal, leases, parts
 
+T = TypeVar("T")
 IN_CHUNK = 500
 
 
-class SqlStore(Store):
-    """The store in a SQL database reached through SQLAlchemy."""
+class SqlStore(SqlBarriers, Store):
+    """The store in a SQL database reached through SQLAlchemy (SQLite or PostgreSQL)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.retention = DEFAULT_RETENTION
         self._engine: Engine | None = None
 
     @property
@@ -47,24 +55,27 @@ class SqlStore(Store):
             self._engine = engine
         return self._engine
 
-    def _insert_ignore(self, table: Table):
-        """INSERT that does nothing when the primary key exists."""
-        dialect = self.engine.dialect.name
-        if dialect == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing()
-        if dialect == "sqlite":
-            return sqlite.insert(table).on_conflict_do_nothing()
-        return table.insert()  # other dialects: IntegrityError is caught by the caller
+    @property
+    def postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def _run(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` as one unit on the thread's own connection (see ``engine.run``)."""
+        return run(self.engine, fn)
+
+    def _transaction(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` in one transaction on a pooled connection."""
+        with self.engine.begin() as conn:
+            return fn(conn)
+
+    def _insert(self, table: Table) -> Any:
+        return (postgresql.insert if self.postgres else sqlite.insert)(table)
 
     def _insert_new(self, table: Table, values: dict[str, Any] | list[dict[str, Any]]) -> int:
         """Insert the rows whose key is new; return how many were inserted."""
         key = list(table.primary_key.columns)[0]
-        try:
-            with self.engine.begin() as conn:
-                return len(conn.execute(self._insert_ignore(table).returning(key),
-                                        values).all())
-        except IntegrityError:
-            return 0
+        query = self._insert(table).on_conflict_do_nothing().returning(key)
+        return self._transaction(lambda conn: len(conn.execute(query, values).all()))
 
     # journal
     def record_chord(self, record: ChordRecord) -> None:
@@ -73,18 +84,15 @@ class SqlStore(Store):
 
     def record_parts(self, updates: list[PartUpdate]) -> None:
         if updates:
-            self._insert_new(parts, [{"chord_id": u.chord_id, "task_id": u.task_id,
-                                      "state": u.state, "at": u.at} for u in updates])
+            self._insert_new(parts, [to_row(u) for u in updates])
 
     def chord(self, chord_id: str) -> ChordRecord | None:
         found = self._chords(journal.c.id == chord_id, limit=1)
         return found[0] if found else None
 
     def parts(self, chord_id: str) -> dict[str, str]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(parts.c.task_id, parts.c.state)
-                                .where(parts.c.chord_id == chord_id))
-            return {task_id: state for task_id, state in rows}
+        query = select(parts.c.task_id, parts.c.state).where(parts.c.chord_id == chord_id)
+        return dict(self._transaction(lambda conn: conn.execute(query).all()))
 
     def open_chords(self, app: str | None = None, due_before: float | None = None,
                     limit: int = 10000) -> list[ChordRecord]:
@@ -95,9 +103,10 @@ class SqlStore(Store):
             where.append(journal.c.deadline_at < due_before)
         return self._chords(and_(*where), limit)
 
-    def _chords(self, where, limit: int) -> list[ChordRecord]:
+    def _chords(self, where: Any, limit: int) -> list[ChordRecord]:
         query = select(journal).where(where).order_by(journal.c.created_at).limit(limit)
-        with self.engine.connect() as conn:
+
+        def read(conn: Connection) -> tuple[Any, dict[str, tuple[int, int, float]]]:
             rows = conn.execute(query).mappings().all()
             progress: dict[str, tuple[int, int, float]] = {}
             ids = [r["id"] for r in rows]
@@ -109,6 +118,9 @@ class SqlStore(Store):
                           .group_by(parts.c.chord_id))
                 progress.update({cid: (done, failed, last)
                                  for cid, done, failed, last in conn.execute(counts)})
+            return rows, progress
+
+        rows, progress = self._transaction(read)
         out = []
         for r in rows:
             done, failed, last = progress.get(r["id"], (0, 0, None))
@@ -118,46 +130,40 @@ class SqlStore(Store):
 
     def finish_chord(self, chord_id: str, state: str, reason: str) -> bool:
         assert state in TERMINAL, state
-        with self.engine.begin() as conn:
-            result = conn.execute(update(journal)
-                                  .where(journal.c.id == chord_id, journal.c.state == OPEN)
-                                  .values(state=state, reason=reason, ended_at=now()))
-            return result.rowcount == 1
+        query = update(journal).where(journal.c.id == chord_id, journal.c.state == OPEN) \
+            .values(state=state, reason=reason, ended_at=time.time())
+        return self._transaction(lambda conn: conn.execute(query).rowcount) == 1
 
     def count(self, chord_id: str, name: str, n: int = 1) -> None:
         column = {"polls": journal.c.polls, "duplicates": journal.c.duplicates}[name]
-        with self.engine.begin() as conn:
-            conn.execute(update(journal).where(journal.c.id == chord_id)
-                         .values({column: column + n}))
+        query = update(journal).where(journal.c.id == chord_id).values({column: column + n})
+        self._transaction(lambda conn: conn.execute(query))
 
     # leases
-    def swap_lease(self, chord_id: str, expect: str | None, new: str, ttl: float) -> bool:
-        expires = now() + ttl
-        if expect is None:
-            with self.engine.begin() as conn:  # a lease left from long ago may be taken
-                conn.execute(delete(leases).where(leases.c.chord_id == chord_id,
-                                                  leases.c.expires_at < now()))
-            return self._insert_new(leases, {"chord_id": chord_id, "token": new,
-                                             "expires_at": expires}) == 1
-        with self.engine.begin() as conn:
-            result = conn.execute(update(leases)
-                                  .where(leases.c.chord_id == chord_id, leases.c.token == expect)
-                                  .values(token=new, expires_at=expires))
-            return result.rowcount == 1
+    def swap_lease(self, name: str, expect: str | None | tuple[str | None, ...],
+                   new: str | None, ttl: float) -> bool:
+        expected = expect if isinstance(expect, tuple) else (expect,)
+        holders = [e for e in expected if e is not None]
+        at = time.time()
+        live = leases.c.expires_at >= at
+        if new is None:  # release
+            query: Any = delete(leases).where(leases.c.name == name,
+                                              leases.c.holder.in_(holders), live)
+        elif None in expected:  # take (or renew): a new row, or over an expired one
+            query = self._insert(leases).values(name=name, holder=new, expires_at=at + ttl)
+            query = query.on_conflict_do_update(
+                index_elements=[leases.c.name], set_={"holder": new, "expires_at": at + ttl},
+                where=or_(leases.c.expires_at < at, leases.c.holder.in_(holders)))
+        else:  # hand over (or renew)
+            query = update(leases).where(leases.c.name == name, leases.c.holder.in_(holders),
+                                         live).values(holder=new, expires_at=at + ttl)
+        query = query.returning(leases.c.name)  # (rowcount is not reliable for upserts)
+        return self._run(lambda conn: conn.execute(query).first()) is not None
 
-    def lease(self, chord_id: str) -> str | None:
-        with self.engine.connect() as conn:
-            return conn.execute(select(leases.c.token).where(leases.c.chord_id == chord_id,
-                                                             leases.c.expires_at >= now())
-                                ).scalar()
-
-    # run-once claims
-    def claim(self, key: str, holder: str) -> str | None:
-        if self._insert_new(claims, {"key": key, "holder": holder, "at": now()}) == 1:
-            return None
-        with self.engine.connect() as conn:
-            return conn.execute(select(claims.c.holder).where(claims.c.key == key)).scalar() \
-                or "?"
+    def lease_holder(self, name: str) -> str | None:
+        query = select(leases.c.holder).where(leases.c.name == name,
+                                              leases.c.expires_at >= time.time())
+        return self._run(lambda conn: conn.execute(query).scalar())
 
     # dead letters
     def add_dead_letter(self, letter: DeadLetter) -> None:
@@ -169,66 +175,60 @@ class SqlStore(Store):
         query = select(dead_letters.c.data).order_by(dead_letters.c.created_at.desc()).limit(limit)
         if state is not None:
             query = query.where(dead_letters.c.state == state)
-        with self.engine.connect() as conn:
-            return [from_json(DeadLetter, data) for data in conn.execute(query).scalars()]
+        found = self._transaction(lambda conn: conn.execute(query).scalars().all())
+        return [from_json(DeadLetter, data) for data in found]
 
     def dead_letter(self, letter_id: str) -> DeadLetter | None:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(dead_letters.c.data).where(or_(
-                dead_letters.c.id == letter_id,
-                dead_letters.c.id.startswith(letter_id, autoescape=True))).limit(2)
-            ).scalars().all()
-        exact = [r for r in rows if from_json(DeadLetter, r).id == letter_id]
-        chosen = exact or (rows if len(rows) == 1 else [])
+        query = select(dead_letters.c.id, dead_letters.c.data).where(or_(
+            dead_letters.c.id == letter_id,
+            dead_letters.c.id.startswith(letter_id, autoescape=True))).limit(2)
+        rows = self._transaction(lambda conn: conn.execute(query).all())
+        exact = [data for found, data in rows if found == letter_id]
+        chosen = exact or ([rows[0].data] if len(rows) == 1 else [])
         return from_json(DeadLetter, chosen[0]) if chosen else None
 
     def settle_dead_letter(self, letter_id: str, state: str, note: str) -> bool:
         letter = self.dead_letter(letter_id)
         if letter is None or letter.state != DLQ_DEAD:
             return False
-        letter.state, letter.note, letter.updated_at = state, note, now()
-        with self.engine.begin() as conn:
-            result = conn.execute(update(dead_letters)
-                                  .where(dead_letters.c.id == letter.id,
-                                         dead_letters.c.state == DLQ_DEAD)
-                                  .values(state=state, data=to_json(letter),
-                                          updated_at=letter.updated_at))
-            return result.rowcount == 1
+        letter.state, letter.note, letter.updated_at = state, note, time.time()
+        query = update(dead_letters).where(dead_letters.c.id == letter.id,
+                                           dead_letters.c.state == DLQ_DEAD) \
+            .values(state=state, data=to_json(letter), updated_at=letter.updated_at)
+        return self._transaction(lambda conn: conn.execute(query).rowcount) == 1
 
     # breakers
     def breaker(self, name: str) -> Breaker:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(breakers.c.data, breakers.c.version)
-                               .where(breakers.c.name == name)).first()
-        return Breaker(name) if row is None else from_json(Breaker, row.data, version=row.version)
+        query = select(breakers.c.data).where(breakers.c.name == name)
+        data = self._transaction(lambda conn: conn.execute(query).scalar())
+        return Breaker(name) if data is None else from_json(Breaker, data)
 
     def breakers(self) -> list[Breaker]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(breakers.c.data, breakers.c.version)
-                                .order_by(breakers.c.name)).all()
-        return [from_json(Breaker, row.data, version=row.version) for row in rows]
+        query = select(breakers.c.data).order_by(breakers.c.name)
+        found = self._transaction(lambda conn: conn.execute(query).scalars().all())
+        return [from_json(Breaker, data) for data in found]
 
-    def _replace_breaker(self, old: Breaker, new: Breaker) -> bool:
+    def replace_breaker(self, old: Breaker, new: Breaker) -> bool:
         if old.version == 0:
             return self._insert_new(breakers, {"name": new.name, "data": to_json(new),
                                                "version": new.version}) == 1
-        with self.engine.begin() as conn:
-            result = conn.execute(update(breakers)
-                                  .where(breakers.c.name == new.name,
-                                         breakers.c.version == old.version)
-                                  .values(data=to_json(new), version=new.version))
-            return result.rowcount == 1
+        query = update(breakers).where(breakers.c.name == new.name,
+                                       breakers.c.version == old.version) \
+            .values(data=to_json(new), version=new.version)
+        return self._transaction(lambda conn: conn.execute(query).rowcount) == 1
 
     # retention
     def purge(self, now_: float | None = None) -> int:
-        cutoff = (now_ or now()) - self.retention
-        with self.engine.begin() as conn:
+        cutoff = (now_ or time.time()) - self.retention
+
+        def delete_old(conn: Connection) -> int:
             ended = select(journal.c.id).where(journal.c.state != OPEN,
                                                journal.c.ended_at < cutoff)
             conn.execute(delete(parts).where(parts.c.chord_id.in_(ended)))
             conn.execute(delete(leases).where(leases.c.expires_at < cutoff))
-            conn.execute(delete(claims).where(claims.c.at < cutoff))
             conn.execute(delete(dead_letters).where(dead_letters.c.state != DLQ_DEAD,
                                                     dead_letters.c.updated_at < cutoff))
             return conn.execute(delete(journal).where(journal.c.state != OPEN,
                                                       journal.c.ended_at < cutoff)).rowcount
+
+        return self._transaction(delete_old)
