@@ -18,21 +18,10 @@ from typing import Any
 
 from kombu.utils.json import dumps, loads
 
-from ..store.records import (  # the records live with the store; durable's API names them
-    CLAIM_GRACE,
-    FINAL,
-    IN_FLIGHT,
-    KEEP_SECONDS,
-    Barrier,
-    BarrierState,
-    Completion,
-    Outcome,
-    Policy,
-)
+from ..store.records import CLAIM_GRACE, Barrier, BarrierState, Policy
 
-__all__ = ["CLAIM_GRACE", "FINAL", "IN_FLIGHT", "KEEP_SECONDS", "MAX_OUTCOME_BYTES", "Barrier",
-           "BarrierState", "Completion", "Outcome", "Policy", "callback_arg",
-           "claim_grace", "failed", "succeeded"]
+__all__ = ["MAX_OUTCOME_BYTES", "Barrier", "BarrierState", "Policy", "callback_arg",
+           "claim_grace", "failed", "succeeded"]  # the records live in store.records
 
 MAX_OUTCOME_BYTES = 1_000_000  # larger callback results are not copied into the barrier
 

@@ -12,8 +12,8 @@ from kombu.utils.json import loads
 
 from ..errors import DurableChordFailed, UnknownChordError
 from ..store import open_store, store_url
+from ..store.records import FINAL, Barrier, BarrierState
 from .actions import fail_durable_chord
-from .barrier import FINAL, Barrier, BarrierState
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,8 @@ from kombu.utils.json import dumps
 
 from ..errors import UnreachableError
 from ..store import open_store, store_url
-from .barrier import (
-    MAX_OUTCOME_BYTES,
-    BarrierState,
-    Outcome,
-    Policy,
-    claim_grace,
-    failed,
-    succeeded,
-)
+from ..store.records import BarrierState, Outcome, Policy
+from .barrier import MAX_OUTCOME_BYTES, claim_grace, failed, succeeded
 from .deadletter import dead_letter
 from .dispatch import CALLBACK_KEY, HEADER_KEY, dispatch, fail_chord
 from .lazy import LazyResults, referenced_id

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from celery import Celery
 
 from ..store import Store, open_store, store_url
-from .barrier import KEEP_SECONDS, BarrierState, claim_grace
+from ..store.records import KEEP_SECONDS, BarrierState
+from .barrier import claim_grace
 from .dispatch import dispatch, fail_chord
 
 BEAT_TASK = "chordguard.durable.reap"

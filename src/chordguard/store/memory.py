@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ..model import FAILED_STATES
 from .protocols import DEFAULT_RETENTION, Store
@@ -20,7 +20,6 @@ from .records import (
     CLAIM_GRACE,
     DLQ_DEAD,
     FINAL,
-    IN_FLIGHT,
     OPEN,
     TERMINAL,
     Barrier,
@@ -274,9 +273,11 @@ class MemoryStore(Store):
             found = entry.parts if entry is not None else {}
             return [found.get(i) for i in range(start, stop)]
 
-    def _move(self, barrier_id: str, sources: tuple[BarrierState, ...], target: BarrierState,
-              now: float, token: str | None = None, stale_before: float | None = None,
-              due: float | None = None, **values: Any) -> Barrier | None:
+    def move_barrier(self, barrier_id: str, sources: tuple[BarrierState, ...],
+                     target: BarrierState, now: float, token: str | None = None,
+                     reason: str | None = None, outcome: str | None = None,
+                     due: float | None = None, stale_before: float | None = None,
+                     app: str | None = None) -> Barrier | None:
         with self._lock:
             barrier = self._barrier(barrier_id)
             if barrier is None or barrier.state not in sources:
@@ -286,12 +287,12 @@ class MemoryStore(Store):
             barrier.state, barrier.updated_at = target, now
             if token is not None:
                 barrier.claim_token, barrier.claimed_at = token, now
-            for name, value in values.items():
-                if value is not None:
-                    setattr(barrier, name, value)
+            barrier.reason = barrier.reason if reason is None else reason
+            barrier.outcome = barrier.outcome if outcome is None else outcome
             if target in FINAL:
-                barrier.finished_at, due = now, None
-            return self._save(barrier, due)
+                barrier.finished_at = now
+                return self._save(barrier, None)
+            return self._save(barrier, now if due is None else due)
 
     def mark_dispatched(self, barrier_id: str, token: str, now: float) -> bool:
         with self._lock:
@@ -299,24 +300,8 @@ class MemoryStore(Store):
             if barrier is None or barrier.claim_token != token:
                 return False
             entry = self._barriers[barrier_id]
-            return self._move(barrier_id, (BarrierState.DISPATCHING,), BarrierState.DISPATCHED,
-                              now, due=entry.due) is not None
-
-    def finish_barrier(self, barrier_id: str, state: BarrierState, now: float,
-                       outcome: str | None = None, reason: str | None = None,
-                       app: str | None = None) -> bool:
-        return self._move(barrier_id, (BarrierState.DISPATCHED, BarrierState.DISPATCHING),
-                          state, now, outcome=outcome, reason=reason) is not None
-
-    def fail_barrier(self, barrier_id: str, reason: str, now: float,
-                     token: str) -> Barrier | None:
-        return self._move(barrier_id, IN_FLIGHT, BarrierState.FAILED, now, token=token,
-                          reason=reason)
-
-    def reclaim_barrier(self, barrier_id: str, now: float, token: str,
-                        grace: float = CLAIM_GRACE) -> Barrier | None:
-        return self._move(barrier_id, (BarrierState.DISPATCHING,), BarrierState.DISPATCHING,
-                          now, token=token, stale_before=now - grace, due=now + grace)
+            return self.move_barrier(barrier_id, (BarrierState.DISPATCHING,),
+                                     BarrierState.DISPATCHED, now, due=entry.due) is not None
 
     def barrier(self, barrier_id: str, with_header_ids: bool = False) -> Barrier | None:
         return self._locked(lambda: self._barrier(barrier_id, with_header_ids))

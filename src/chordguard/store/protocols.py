@@ -21,6 +21,7 @@ from typing import Protocol
 
 from .records import (
     CLAIM_GRACE,
+    IN_FLIGHT,
     Barrier,
     BarrierState,
     Breaker,
@@ -103,21 +104,39 @@ class Barriers(Protocol):
         """``dispatching`` -> ``dispatched`` if ``token`` still holds the claim."""
 
     @abstractmethod
+    def move_barrier(self, barrier_id: str, sources: tuple[BarrierState, ...],
+                     target: BarrierState, now: float, token: str | None = None,
+                     reason: str | None = None, outcome: str | None = None,
+                     due: float | None = None, stale_before: float | None = None,
+                     app: str | None = None) -> Barrier | None:
+        """One transition: a barrier in one of ``sources`` (with ``stale_before``: claimed
+        before it) moves to ``target`` at ``now``; ``token`` takes the claim, ``reason`` and
+        ``outcome`` are recorded when given. In flight it is due at ``due`` (default
+        ``now``); final, it is finished at ``now`` and leaves the reaper's index. The
+        barrier after, or None when it was not in a source state. ``app`` (the creating
+        app's name) saves a Redis store one read when given."""
+
     def finish_barrier(self, barrier_id: str, state: BarrierState, now: float,
                        outcome: str | None = None, reason: str | None = None,
                        app: str | None = None) -> bool:
         """``dispatched`` (or ``dispatching``) -> ``succeeded``/``failed``: the callback
-        ended. ``app`` (the creating app's name) saves a Redis store one read when given."""
+        ended."""
+        return self.move_barrier(barrier_id, (BarrierState.DISPATCHED, BarrierState.DISPATCHING),
+                                 state, now, reason=reason, outcome=outcome,
+                                 app=app) is not None
 
-    @abstractmethod
     def fail_barrier(self, barrier_id: str, reason: str, now: float,
                      token: str) -> Barrier | None:
         """Any in-flight state -> ``failed``; the failed barrier, or None if already final."""
+        return self.move_barrier(barrier_id, IN_FLIGHT, BarrierState.FAILED, now, token=token,
+                                 reason=reason)
 
-    @abstractmethod
     def reclaim_barrier(self, barrier_id: str, now: float, token: str,
                         grace: float = CLAIM_GRACE) -> Barrier | None:
         """Take over a ``dispatching`` claim older than ``grace`` (its claimer died)."""
+        return self.move_barrier(barrier_id, (BarrierState.DISPATCHING,),
+                                 BarrierState.DISPATCHING, now, token=token,
+                                 due=now + grace, stale_before=now - grace)
 
     @abstractmethod
     def barrier(self, barrier_id: str, with_header_ids: bool = False) -> Barrier | None:

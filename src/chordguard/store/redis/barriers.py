@@ -68,36 +68,23 @@ class RedisBarriers:
     def mark_dispatched(self, barrier_id: str, token: str, now: float) -> bool:
         return bool(self._mark(keys=[keys.barrier(barrier_id)[0]], args=[token, repr(now)]))
 
-    def _move(self, barrier_id: str, app: str | None, sources: tuple[BarrierState, ...],
-              target: BarrierState, now: float, token: str = "", reason: str | None = None,
-              outcome: str | None = None, due: float | None = None,
-              stale_before: float | None = None) -> Barrier | None:
+    def move_barrier(self, barrier_id: str, sources: tuple[BarrierState, ...],
+                     target: BarrierState, now: float, token: str | None = None,
+                     reason: str | None = None, outcome: str | None = None,
+                     due: float | None = None, stale_before: float | None = None,
+                     app: str | None = None) -> Barrier | None:
         b, p, h = keys.barrier(barrier_id)
         if app is None:
             app = _text(self.client.hget(b, "app") or b"")
+        if target in IN_FLIGHT and due is None:
+            due = now
         after = self._transition(
             keys=[b, keys.due(app), p, h],
-            args=[",".join(s.value for s in sources), target.value, repr(now), token, barrier_id,
-                  reason or "", outcome or "", "" if due is None else repr(due), int(self.keep),
+            args=[",".join(s.value for s in sources), target.value, repr(now), token or "",
+                  barrier_id, reason or "", outcome or "",
+                  "" if target not in IN_FLIGHT else repr(due), int(self.keep),
                   "" if stale_before is None else repr(stale_before)])
         return None if after is None else _barrier(barrier_id, after)
-
-    def finish_barrier(self, barrier_id: str, state: BarrierState, now: float,
-                       outcome: str | None = None, reason: str | None = None,
-                       app: str | None = None) -> bool:
-        return self._move(barrier_id, app, (BarrierState.DISPATCHED, BarrierState.DISPATCHING),
-                          state, now, reason=reason, outcome=outcome) is not None
-
-    def fail_barrier(self, barrier_id: str, reason: str, now: float,
-                     token: str) -> Barrier | None:
-        return self._move(barrier_id, None, IN_FLIGHT, BarrierState.FAILED, now, token=token,
-                          reason=reason)
-
-    def reclaim_barrier(self, barrier_id: str, now: float, token: str,
-                        grace: float = CLAIM_GRACE) -> Barrier | None:
-        return self._move(barrier_id, None, (BarrierState.DISPATCHING,),
-                          BarrierState.DISPATCHING, now, token=token, due=now + grace,
-                          stale_before=now - grace)
 
     def barrier(self, barrier_id: str, with_header_ids: bool = False) -> Barrier | None:
         b, _, h = keys.barrier(barrier_id)

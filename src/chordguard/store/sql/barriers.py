@@ -119,17 +119,21 @@ class SqlBarriers:
         found = dict(self._run(lambda conn: conn.execute(query).all()))
         return [found.get(i) for i in range(start, stop)]
 
-    def _move(self, barrier_id: str, sources: tuple[BarrierState, ...], target: BarrierState,
-              now: float, token: str | None = None, stale_before: float | None = None,
-              **values: Any) -> Barrier | None:
+    def move_barrier(self, barrier_id: str, sources: tuple[BarrierState, ...],
+                     target: BarrierState, now: float, token: str | None = None,
+                     reason: str | None = None, outcome: str | None = None,
+                     due: float | None = None, stale_before: float | None = None,
+                     app: str | None = None) -> Barrier | None:
         where = [barriers.c.id == barrier_id, barriers.c.state.in_([s.value for s in sources])]
         if stale_before is not None:
             where.append(barriers.c.claimed_at < stale_before)
+        values: dict[str, Any] = {k: v for k, v in (("reason", reason), ("outcome", outcome))
+                                  if v is not None}
         values.update(state=target.value, updated_at=now)
         if token is not None:
             values.update(claim_token=token, claimed_at=now)
         if target in IN_FLIGHT:
-            values.setdefault("due_at", now)
+            values["due_at"] = now if due is None else due
         else:
             values.update(due_at=None, finished_at=now)
         query = barriers.update().where(*where).values(**values).returning(*barriers.columns)
@@ -142,23 +146,6 @@ class SqlBarriers:
             barriers.c.state == BarrierState.DISPATCHING.value,
         ).values(state=BarrierState.DISPATCHED.value, updated_at=now)
         return bool(self._run(lambda conn: conn.execute(query).rowcount))
-
-    def finish_barrier(self, barrier_id: str, state: BarrierState, now: float,
-                       outcome: str | None = None, reason: str | None = None,
-                       app: str | None = None) -> bool:
-        values = {k: v for k, v in (("outcome", outcome), ("reason", reason)) if v is not None}
-        return self._move(barrier_id, (BarrierState.DISPATCHED, BarrierState.DISPATCHING), state,
-                          now, **values) is not None
-
-    def fail_barrier(self, barrier_id: str, reason: str, now: float,
-                     token: str) -> Barrier | None:
-        return self._move(barrier_id, IN_FLIGHT, BarrierState.FAILED, now, token=token,
-                          reason=reason)
-
-    def reclaim_barrier(self, barrier_id: str, now: float, token: str,
-                        grace: float = CLAIM_GRACE) -> Barrier | None:
-        return self._move(barrier_id, (BarrierState.DISPATCHING,), BarrierState.DISPATCHING,
-                          now, token=token, stale_before=now - grace, due_at=now + grace)
 
     def barrier(self, barrier_id: str, with_header_ids: bool = False) -> Barrier | None:
         def read(conn: Connection) -> tuple[Any, Any]:
