@@ -95,7 +95,7 @@ class Side:
 
     def check_journal(self, chord_id: str) -> None:
         """The guard really ran: the last chord's record ended succeeded."""
-        from chordguard.store.base import open_store
+        from chordguard.store import open_store
 
         end = time.monotonic() + 10
         while (record := open_store(self.store).chord(chord_id)) is None or record.open:

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
 from tests.cluster import Cluster
 
 SERVICES = {"Redis": 6379, "RabbitMQ": 5672, "PostgreSQL": 5432}
+TESTS = Path(__file__).resolve().parent
+OWN_CHECKS = (TESTS / "unit", TESTS / "contract")  # these check only what they need, if any
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """Integration tests need every service: refuse to start without them (never skip).
+    ``tests/unit`` needs none and ``tests/contract`` checks its own, per backend."""
+    if all(any(item.path.is_relative_to(folder) for folder in OWN_CHECKS) for item in items):
+        return
     missing = []
     for name, port in SERVICES.items():
         try:

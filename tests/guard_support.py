@@ -8,7 +8,7 @@ from collections import Counter
 
 import sqlalchemy
 
-from chordguard.store.base import open_store
+from chordguard.store import open_store
 from chordguard.store.records import ChordRecord, DeadLetter
 from tests.chordapp import trace_redis
 from tests.cluster import PG_URL, REDIS_URL, Cluster, wait_for

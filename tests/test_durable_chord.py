@@ -12,9 +12,8 @@ import pytest
 
 from chordguard.durable import ReapReport, durable_chord, reap
 from chordguard.durable.dispatch import HEADER_KEY
-from chordguard.durable.store import barriers_for
 from chordguard.errors import DurableChordFailed
-from chordguard.store.base import open_store
+from chordguard.store import open_store, store_url
 from tests.cluster import AMQP_URL, PG_BACKEND, PG_URL, REDIS_URL, wait_for
 from tests.durable_helpers import STORES, Trace
 
@@ -175,4 +174,4 @@ def test_ten_thousand_headers(make_cluster, store):
 
 
 def barriers_header_ids(handle) -> list[str]:
-    return barriers_for(handle.app).get(handle.id, with_header_ids=True).header_ids
+    return open_store(store_url(handle.app)).barrier(handle.id, with_header_ids=True).header_ids

@@ -17,7 +17,7 @@ import pytest
 from celery import chain, chord, group
 from celery.signals import after_task_publish
 
-from chordguard.store.base import open_store
+from chordguard.store import open_store
 from chordguard.store.records import SUCCEEDED
 from tests.chordapp import trace_redis
 from tests.cluster import PG_BACKEND, REDIS_URL, wait_for

@@ -12,7 +12,7 @@ from celery import chord
 from celery.exceptions import ChordError
 
 import chordguard
-from chordguard.store.base import open_store
+from chordguard.store import open_store
 from chordguard.store.records import DEAD_LETTERED, DLQ_DROPPED, DLQ_REPLAYED
 from tests.chordapp import trace_redis
 from tests.cluster import REDIS_URL, chordguard_cli, wait_for

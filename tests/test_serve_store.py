@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import chord
 
-from chordguard.store.base import open_store
+from chordguard.store import open_store
 from tests.cluster import REDIS_URL, wait_for
 from tests.serving import Server
 

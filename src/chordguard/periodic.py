@@ -33,8 +33,7 @@ from .collect import collect
 from .errors import ChordguardError, ConfigurationError
 from .metrics import exposition, make_registry
 from .monitor import health_from
-from .store.base import open_store
-from .store.connections import store_url
+from .store import open_store, store_url
 from .store_view import store_view
 from .tracker import ChordTracker, Figures
 from .triage import reason, triage

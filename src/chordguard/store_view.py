@@ -19,7 +19,7 @@ from celery import Celery
 from .errors import ChordguardError, DeadLetterError, UnreachableError
 from .guard import dlq
 from .metrics import StoreFigures
-from .store.base import Store, open_store
+from .store import Store, open_store
 from .store.records import DLQ_DEAD, ChordRecord, jsonable
 from .urls import mask_text
 

@@ -16,8 +16,7 @@ from rich.table import Table
 from ..deadline import within
 from ..guard.dlq import drop, replay, waiting
 from ..model import to_jsonable
-from ..store.base import Store, open_store
-from ..store.connections import store_url
+from ..store import Store, open_store, store_url
 from ..store.records import DLQ_DEAD, DeadLetter
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, FiniteFloat, command, settings
 

@@ -8,7 +8,7 @@ import click
 
 from ..durable.reaper import ReapReport, reap, reap_forever
 from ..model import to_jsonable
-from ..store.connections import store_url
+from ..store import store_url
 from ..urls import mask_url
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, FiniteFloat, command, settings
 

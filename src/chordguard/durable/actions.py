@@ -7,9 +7,9 @@ import uuid
 
 from celery import Celery
 
+from ..store import open_store, store_url
 from .barrier import Barrier
 from .dispatch import fail_chord
-from .store import barriers_for
 
 
 def fail_durable_chord(app: Celery, chord_id: str, reason: str = "failed by request",
@@ -19,12 +19,12 @@ def fail_durable_chord(app: Celery, chord_id: str, reason: str = "failed by requ
     marked FAILURE with a ChordError and its errbacks run; header tasks not finished yet
     are revoked. Returns the failed barrier, or None when it had already ended or is unknown.
     """
-    barriers = barriers_for(app, store)
-    barrier = barriers.fail(chord_id, reason, time.time(), uuid.uuid4().hex)
+    barriers = open_store(store_url(app, store))
+    barrier = barriers.fail_barrier(chord_id, reason, time.time(), uuid.uuid4().hex)
     if barrier is None:
         return None
     if revoke_headers:
-        ids = barriers.get(chord_id, with_header_ids=True)
+        ids = barriers.barrier(chord_id, with_header_ids=True)
         if ids is not None and ids.header_ids:
             app.control.revoke(ids.header_ids)
     fail_chord(app, barriers, barrier, reason)

@@ -11,13 +11,12 @@ from celery import Celery, group
 from celery.canvas import Signature, _chain, chord
 
 from ..errors import ConfigurationError
-from ..store.connections import store_url
+from ..store import open_store, store_url
 from .actions import fail_durable_chord
 from .barrier import Barrier, BarrierState, Policy
 from .dispatch import HEADER_KEY, dispatch
 from .handle import DurableChord
 from .hook import enable
-from .store import open_barriers
 
 DEFAULT_DEADLINE = 86400.0
 DEFAULT_STALL = 3600.0
@@ -66,14 +65,14 @@ def durable_chord(header: Iterable[Signature] | group, callback: Signature,
         stall_seconds=stall, by_reference=len(parts) > BY_REFERENCE_ABOVE
         if by_reference is None else by_reference, store=store,
         header_ids=[sig.id for sig in parts])
-    barriers = open_barriers(store_url(app, store))
+    barriers = open_store(store_url(app, store))
     if not parts:
         barrier.state, barrier.claim_token = BarrierState.DISPATCHING, uuid.uuid4().hex
         barrier.claimed_at = now
-        barriers.create(barrier)
+        barriers.create_barrier(barrier)
         dispatch(app, barriers, barrier, [])
     else:
-        barriers.create(barrier)
+        barriers.create_barrier(barrier)
         _publish(app, barrier, parts)
     return DurableChord(app, barrier.id, callback.id, store)
 

@@ -9,16 +9,15 @@ from typing import Any
 
 from celery import Celery
 
-from ..store.base import open_store
-from ..store.connections import store_url
+from ..store import Barriers, open_store, store_url
 from ..store.records import DeadLetter, jsonable
-from .barrier import Barrier, BarrierStore, callback_arg
+from .barrier import Barrier, callback_arg
 from .lazy import LazyResults, reference
 
 logger = logging.getLogger("chordguard.durable")
 
 
-def inputs_of(store: BarrierStore, barrier: Barrier) -> Any:
+def inputs_of(store: Barriers, barrier: Barrier) -> Any:
     """What the callback got or would have got: the results list, or the reference to it."""
     if barrier.by_reference:
         return reference(barrier.id)

@@ -13,7 +13,8 @@ from typing import Any
 from celery import Celery
 from celery.exceptions import ChordError
 
-from .barrier import Barrier, BarrierStore, callback_arg
+from ..store import Barriers
+from .barrier import Barrier, callback_arg
 from .deadletter import dead_letter, inputs_of
 from .lazy import reference
 
@@ -23,7 +24,7 @@ HEADER_KEY = "chordguard_durable"  # message header of a header task: which part
 CALLBACK_KEY = "chordguard_durable_callback"  # message header of the callback
 
 
-def dispatch(app: Celery, store: BarrierStore, barrier: Barrier,
+def dispatch(app: Celery, store: Barriers, barrier: Barrier,
              envelopes: list[str | None] | None) -> None:
     """Publish the callback (results in header order, or by reference) and mark it sent."""
     assert barrier.claim_token is not None
@@ -40,7 +41,7 @@ def dispatch(app: Celery, store: BarrierStore, barrier: Barrier,
     store.mark_dispatched(barrier.id, barrier.claim_token, time.time())
 
 
-def fail_chord(app: Celery, store: BarrierStore, barrier: Barrier, reason: str) -> None:
+def fail_chord(app: Celery, store: Barriers, barrier: Barrier, reason: str) -> None:
     """The chord failed: fail its callback with a ChordError so its errbacks run, and
     dead-letter it with the results recorded so far."""
     logger.error("durable chord %s failed: %s", barrier.id, reason)

@@ -11,9 +11,9 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.utils.json import loads
 
 from ..errors import DurableChordFailed, UnknownChordError
+from ..store import open_store, store_url
+from ..store.records import FINAL, Barrier, BarrierState
 from .actions import fail_durable_chord
-from .barrier import FINAL, Barrier, BarrierState
-from .store import barriers_for
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class DurableChord:
         return f"<DurableChord {self.id}>"
 
     def barrier(self) -> Barrier:
-        barrier = barriers_for(self.app, self.store).get(self.id)
+        barrier = open_store(store_url(self.app, self.store)).barrier(self.id)
         if barrier is None:
             raise UnknownChordError(self.id)
         return barrier

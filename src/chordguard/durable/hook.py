@@ -19,20 +19,12 @@ from celery.states import FAILURE, SUCCESS
 from kombu.utils.json import dumps
 
 from ..errors import UnreachableError
-from ..store.connections import store_url
-from .barrier import (
-    MAX_OUTCOME_BYTES,
-    BarrierState,
-    Outcome,
-    Policy,
-    claim_grace,
-    failed,
-    succeeded,
-)
+from ..store import open_store, store_url
+from ..store.records import BarrierState, Outcome, Policy
+from .barrier import MAX_OUTCOME_BYTES, claim_grace, failed, succeeded
 from .deadletter import dead_letter
 from .dispatch import CALLBACK_KEY, HEADER_KEY, dispatch, fail_chord
 from .lazy import LazyResults, referenced_id
-from .store import open_barriers
 
 logger = logging.getLogger("chordguard.durable")
 RETRY_DELAYS = (0.0, 0.2, 1.0, 3.0)  # a store write that fails is retried this often
@@ -55,9 +47,8 @@ def enable() -> None:
 def record_part(app: Celery, meta: dict[str, Any], task_id: str, envelope: str,
                 is_failure: bool, reason: str = "") -> Outcome:
     """Record one finished header part; dispatch or fail the chord if this claims it."""
-    url = store_url(app, meta.get("s"))
-    store = open_barriers(url)
-    completion = _with_retries(lambda: store.complete(
+    store = open_store(store_url(app, meta.get("s")))
+    completion = _with_retries(lambda: store.complete_part(
         meta["b"], int(meta["i"]), envelope, is_failure, time.time(), uuid.uuid4().hex,
         app=meta.get("a") or app.main, grace=claim_grace(app.conf), reason=reason))
     if completion.outcome is Outcome.DISPATCH and completion.barrier is not None:
@@ -105,7 +96,7 @@ def _on_postrun(sender=None, task_id=None, task=None, args=None, retval=None, st
 
 def _finish_callback(app: Celery, meta: dict[str, Any], state: str, retval: Any,
                      inputs: Any) -> None:
-    store = open_barriers(store_url(app, meta.get("s")))
+    store = open_store(store_url(app, meta.get("s")))
     now = time.time()
     if state == SUCCESS:
         try:
@@ -114,13 +105,13 @@ def _finish_callback(app: Celery, meta: dict[str, Any], state: str, retval: Any,
             outcome = None
         if outcome is not None and len(outcome) > MAX_OUTCOME_BYTES:
             outcome = None
-        _with_retries(lambda: store.finish(meta["b"], BarrierState.SUCCEEDED, now,
-                                           outcome=outcome, app=meta.get("a")))
+        _with_retries(lambda: store.finish_barrier(meta["b"], BarrierState.SUCCEEDED, now,
+                                                   outcome=outcome, app=meta.get("a")))
         return
     reason = f"callback raised {type(retval).__name__}: {retval}"
-    if _with_retries(lambda: store.finish(meta["b"], BarrierState.FAILED, now, reason=reason,
-                                          app=meta.get("a"))):
-        barrier = store.get(meta["b"])
+    if _with_retries(lambda: store.finish_barrier(meta["b"], BarrierState.FAILED, now,
+                                                  reason=reason, app=meta.get("a"))):
+        barrier = store.barrier(meta["b"])
         if barrier is not None:
             dead_letter(app, barrier, reason, inputs, error=repr(retval))
 
@@ -131,7 +122,7 @@ def _on_prerun(sender=None, task=None, args=None, **_: Any) -> None:
         return
     barrier_id = referenced_id(args[0])
     if barrier_id is not None:
-        store = open_barriers(store_url(task.app, meta.get("s")))
+        store = open_store(store_url(task.app, meta.get("s")))
         args[0] = LazyResults(store, barrier_id, int(meta["n"]), Policy(meta["p"]))
 
 

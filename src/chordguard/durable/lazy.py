@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
-from .barrier import BarrierStore, Policy, callback_arg
+from ..store import Barriers
+from .barrier import Policy, callback_arg
 
 REFERENCE_KEY = "__chordguard_results__"
 PAGE = 1000
@@ -30,7 +31,7 @@ def referenced_id(value: Any) -> str | None:
 class LazyResults(Sequence):
     """Header results in header order, fetched ``page`` at a time (one page cached)."""
 
-    def __init__(self, store: BarrierStore, barrier_id: str, total: int, policy: Policy,
+    def __init__(self, store: Barriers, barrier_id: str, total: int, policy: Policy,
                  page: int = PAGE) -> None:
         self.store, self.barrier_id, self.total, self.policy = store, barrier_id, total, policy
         self.page = page

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 from celery import Celery
 
-from .barrier import KEEP_SECONDS, BarrierState, BarrierStore, claim_grace
+from ..store import Store, open_store, store_url
+from ..store.records import KEEP_SECONDS, BarrierState
+from .barrier import claim_grace
 from .dispatch import dispatch, fail_chord
-from .store import barriers_for
 
 BEAT_TASK = "chordguard.durable.reap"
 BEAT_HOLDER = "beat"
@@ -41,28 +42,28 @@ def reap(app: Celery, store: str | None = None, holder: str | None = None,
 
     ``keep_lease=False`` releases the lease after the pass (a one-off run).
     """
-    barriers = barriers_for(app, store)
+    barriers = open_store(store_url(app, store))
     grace = claim_grace(app.conf)
     now = time.time() if now is None else now
     name, holder = f"reaper:{app.main}", holder or new_holder()
-    if not barriers.lock(name, holder, lease, now):
+    if not barriers.swap_lease(name, (None, holder), holder, lease):  # take or renew
         return ReapReport(locked=False)
     try:
         report = _pass(app, barriers, now, grace)
-        report.purged = barriers.purge(app.main or "", now - KEEP_SECONDS)
+        report.purged = barriers.purge_barriers(app.main or "", now - KEEP_SECONDS)
         return report
     finally:
         if not keep_lease:
-            barriers.lock(name, holder, 0, time.time())
+            barriers.swap_lease(name, holder, None, 0)  # release
 
 
-def _pass(app: Celery, barriers: BarrierStore, now: float, grace: float) -> ReapReport:
+def _pass(app: Celery, barriers: Store, now: float, grace: float) -> ReapReport:
     report = ReapReport()
-    for barrier in barriers.due(app.main or "", now):
+    for barrier in barriers.due_barriers(app.main or "", now):
         reason = _overdue(barrier.state, barrier.deadline_at, barrier.updated_at,
                           barrier.stall_seconds, now)
         if reason:
-            failed = barriers.fail(barrier.id, reason, now, uuid.uuid4().hex)
+            failed = barriers.fail_barrier(barrier.id, reason, now, uuid.uuid4().hex)
             if failed is not None:
                 fail_chord(app, barriers, failed, reason)
                 report.failed[barrier.id] = reason
@@ -83,9 +84,9 @@ def _overdue(state: BarrierState, deadline_at: float, updated_at: float, stall: 
     return None
 
 
-def _redispatch(app: Celery, barriers: BarrierStore, chord_id: str, now: float,
+def _redispatch(app: Celery, barriers: Store, chord_id: str, now: float,
                 grace: float) -> bool:
-    claimed = barriers.reclaim(chord_id, now, uuid.uuid4().hex, grace)
+    claimed = barriers.reclaim_barrier(chord_id, now, uuid.uuid4().hex, grace)
     if claimed is None:
         return False
     envelopes = None if claimed.by_reference else barriers.envelopes(chord_id, 0, claimed.total)

@@ -14,7 +14,7 @@ from kombu.utils.uuid import uuid
 
 from ..deadline import within
 from ..errors import DeadLetterError
-from ..store.base import Store
+from ..store import Store
 from ..store.records import DLQ_DEAD, DLQ_DROPPED, DLQ_REPLAYED, DeadLetter
 from .state import STAMP
 

@@ -9,8 +9,7 @@ from celery.backends.redis import RedisBackend
 
 from ..durable.hook import enable as enable_durable_hooks
 from ..model import ChordKind
-from ..store.base import open_store
-from ..store.sql_store import SqlStore
+from ..store import open_store
 from . import journal, reaper, unlock
 from .parts import PartBuffer
 from .settings import resolve
@@ -57,14 +56,9 @@ def _connect_worker(guard: Guard) -> None:
         if getattr(sender, "app", None) is app:
             reaper.start(guard)
 
-    def on_child(**_: Any) -> None:  # a forked pool child must not share its parent's sockets
-        if isinstance(guard.store, SqlStore) and guard.store._engine is not None:
-            guard.store._engine.dispose(close=False)
-
     def on_shutdown(**_: Any) -> None:
         guard.parts.flush()
 
     signals.worker_ready.connect(on_ready, weak=False)
-    signals.worker_process_init.connect(on_child, weak=False)
     signals.worker_process_shutdown.connect(on_shutdown, weak=False)
     signals.worker_shutdown.connect(on_shutdown, weak=False)

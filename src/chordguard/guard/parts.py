@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 
-from ..store.base import Store
+from ..store import Store
 from ..store.records import PartUpdate
 
 logger = logging.getLogger(__name__)

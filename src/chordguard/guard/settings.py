@@ -11,8 +11,7 @@ from typing import Any
 from celery import Celery
 
 from ..errors import ConfigurationError
-from ..store.base import DEFAULT_RETENTION
-from ..store.connections import store_url
+from ..store import DEFAULT_RETENTION, store_url
 from ..urls import mask_url
 
 

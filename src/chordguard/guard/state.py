@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from celery import Celery
 
 from ..model import ChordKind
-from ..store.base import Store
+from ..store import Store
 from ..urls import mask_url
 from .parts import PartBuffer
 from .settings import GuardSettings

@@ -40,6 +40,7 @@ from .state import STAMP, guard_of
 logger = logging.getLogger(__name__)
 NAME = "celery.chord_unlock"
 DONE_TOKEN = "done:"
+LEASE = "unlock:"  # + chord id: the lease the newest message of the live chain holds
 LEASE_SLACK = 300.0
 STORE_ERRORS = (SQLAlchemyError, RedisError)
 
@@ -81,7 +82,7 @@ def _poll(self, group_id: str, callback: Any, interval: float | None, result: li
     if not record.open:
         logger.info("chordguard: chord %s already %s; unlock stops", group_id, record.state)
         return
-    current = store.lease(group_id)
+    current = store.lease_holder(LEASE + group_id)
     if current is not None and current != token:
         store.count(group_id, "duplicates")
         logger.warning("chordguard: duplicate chord_unlock chain for %s stops", group_id)
@@ -97,7 +98,7 @@ def _poll(self, group_id: str, callback: Any, interval: float | None, result: li
     now = time.time()
     deadline = meta.get("deadline") or record.deadline_at or now + settings.deadline
     if ready:
-        if store.swap_lease(group_id, token, DONE_TOKEN + str(token), LEASE_SLACK):
+        if store.swap_lease(LEASE + group_id, token, DONE_TOKEN + str(token), LEASE_SLACK):
             _complete(self.app, guard, record, deps, callback)
         else:
             store.count(group_id, "duplicates")
@@ -119,7 +120,7 @@ def _poll(self, group_id: str, callback: Any, interval: float | None, result: li
                         f"first {first}: {evidence}", inputs, header_states=states)
             return
     new_token = uuid.uuid4().hex
-    if not store.swap_lease(group_id, token, new_token, deadline - now + LEASE_SLACK):
+    if not store.swap_lease(LEASE + group_id, token, new_token, deadline - now + LEASE_SLACK):
         store.count(group_id, "duplicates")
         logger.warning("chordguard: chord_unlock chain for %s lost its lease; stops", group_id)
         return

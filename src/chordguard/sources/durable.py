@@ -12,10 +12,9 @@ from datetime import UTC, datetime
 from celery import Celery
 from kombu.utils.json import loads
 
-from ..durable.barrier import Barrier, BarrierStore, Policy
-from ..durable.store import barriers_for
+from ..durable.barrier import Barrier, Policy
 from ..model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart
-from ..store.connections import DEFAULT_STORE
+from ..store import DEFAULT_STORE, Barriers, open_store, store_url
 from . import Source
 
 NAME = "durable"
@@ -30,12 +29,12 @@ def applies(app: Celery) -> bool:
 
 
 def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
-    store = barriers_for(app)
+    store = open_store(store_url(app))
     now = facts.now.timestamp()
-    return [to_chord(store, b, now) for b in store.in_flight(app.main or "")]
+    return [to_chord(store, b, now) for b in store.barriers_in_flight(app.main or "")]
 
 
-def to_chord(store: BarrierStore, barrier: Barrier, now: float) -> Chord:
+def to_chord(store: Barriers, barrier: Barrier, now: float) -> Chord:
     chord = Chord(id=barrier.id, kind=ChordKind.DURABLE, sources=[NAME],
                   callback_name=barrier.callback_name, callback_id=barrier.callback_id,
                   callback_state=_callback_state(barrier), total=barrier.total,
@@ -57,8 +56,8 @@ def to_chord(store: BarrierStore, barrier: Barrier, now: float) -> Chord:
     return chord
 
 
-def _parts(store: BarrierStore, barrier: Barrier) -> list[HeaderPart]:
-    full = store.get(barrier.id, with_header_ids=True)
+def _parts(store: Barriers, barrier: Barrier) -> list[HeaderPart]:
+    full = store.barrier(barrier.id, with_header_ids=True)
     ids = full.header_ids if full else []
     envelopes = store.envelopes(barrier.id, 0, barrier.total)
     parts = []

@@ -20,8 +20,7 @@ from celery.states import READY_STATES
 
 from ..guard.settings import conf_value
 from ..model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart
-from ..store.base import open_store
-from ..store.connections import store_url
+from ..store import open_store, store_url
 from ..store.records import ChordRecord
 from . import Source
 

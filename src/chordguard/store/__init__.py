@@ -1,4 +1,33 @@
-"""chordguard's own persistence (journal, dead letters, leases, barriers).
+"""chordguard's own state, behind one factory and one interface.
 
-``connections`` resolves a store URL to a shared SQLAlchemy engine or Redis client.
+``open_store(url)`` picks the backend by the URL's scheme (``backends``): ``memory://``,
+``sqlite:///…``, ``postgresql+psycopg://…``, ``redis://``/``rediss://``/``unix://``. The
+store it returns implements every protocol of ``protocols`` (journal, barriers, leases,
+dead letters, breakers); the records it keeps are in ``records``, with their one codec.
+Backends: ``sql/`` (schema, engine and fork rule), ``redis/`` (keys, Lua), ``memory``.
 """
+
+from .backends import DEFAULT_STORE, by_url, open_store, store_url
+from .protocols import (
+    DEFAULT_RETENTION,
+    Barriers,
+    Breakers,
+    DeadLetters,
+    Journal,
+    Leases,
+    Store,
+)
+
+__all__ = [
+    "DEFAULT_RETENTION",
+    "DEFAULT_STORE",
+    "Barriers",
+    "Breakers",
+    "DeadLetters",
+    "Journal",
+    "Leases",
+    "Store",
+    "by_url",
+    "open_store",
+    "store_url",
+]

@@ -1,0 +1,67 @@
+"""Store URL -> store: one scheme table, one factory, one store object per URL.
+
+| scheme | backend |
+|---|---|
+| ``memory://[name]`` | ``memory.MemoryStore``: this process only (unit tests, the demo) |
+| ``sqlite:///path`` | ``sql.store.SqlStore`` on a SQLite file (WAL: every worker of a host) |
+| ``postgresql+psycopg://…`` | ``sql.store.SqlStore`` on PostgreSQL |
+| ``redis://``, ``rediss://``, ``unix://`` | ``redis.store.RedisStore`` |
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+
+from celery import Celery
+
+from ..errors import ConfigurationError
+from .protocols import DEFAULT_RETENTION, Store
+
+DEFAULT_STORE = "sqlite:///chordguard.sqlite"
+
+BACKENDS = {
+    "memory": "chordguard.store.memory:MemoryStore",
+    "sqlite": "chordguard.store.sql.store:SqlStore",
+    "postgresql": "chordguard.store.sql.store:SqlStore",
+    "redis": "chordguard.store.redis.store:RedisStore",
+    "rediss": "chordguard.store.redis.store:RedisStore",
+    "unix": "chordguard.store.redis.store:RedisStore",
+}
+
+
+def by_url(url: str) -> type[Store]:
+    """The store class for ``url``'s scheme (a SQLAlchemy driver after ``+`` is kept for
+    SQLAlchemy). Raises ConfigurationError for a scheme no backend serves."""
+    scheme = url.partition("://")[0].partition("+")[0].lower() if "://" in url else ""
+    path = BACKENDS.get(scheme)
+    if path is None:
+        from ..urls import mask_url
+
+        raise ConfigurationError(
+            f"unknown store URL {mask_url(url)!r}: use memory://, sqlite:///FILE, "
+            "postgresql+psycopg://..., redis://, rediss:// or unix://")
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@functools.cache
+def open_store(url: str, retention: float = DEFAULT_RETENTION) -> Store:
+    """The store for ``url`` (one per process, URL and retention); nothing connects until
+    first use, when SQL tables are created. Raises ConfigurationError for an unknown scheme.
+    """
+    store = by_url(url)(url)
+    store.retention = retention
+    return store
+
+
+def store_url(app: Celery | None = None, explicit: str | None = None) -> str:
+    """The store to use: ``explicit``, else ``app.conf.chordguard_store``, else the default.
+
+    ``CHORDGUARD_STORE`` in the environment overrides the default file.
+    """
+    if explicit:
+        return explicit
+    configured = app.conf.get("chordguard_store") if app is not None else None
+    return configured or os.environ.get("CHORDGUARD_STORE") or DEFAULT_STORE

@@ -1,0 +1,100 @@
+"""SQL connections: one engine per URL, one connection rule per dialect, one fork rule.
+
+- SQLite files get WAL, ``synchronous=NORMAL`` and a 30 s busy timeout, so every worker
+  process of a host can share one file;
+- PostgreSQL gets a connect timeout and pre-ping on the pool; ``run`` gives each thread
+  one autocommit connection of its own, detached from the pool, so a one-statement write
+  costs exactly one round trip;
+- the fork rule: a forked process (a prefork pool child) never reuses its parent's
+  connections. Right after any ``os.fork`` every engine's pool is replaced without closing
+  the parent's sockets, and the threads' own connections are forgotten. Everything SQL in
+  chordguard gets its connections here, so nothing else has to care.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, exc
+
+T = TypeVar("T")
+CONNECT_TIMEOUT = 3
+SQLITE_BUSY_TIMEOUT = 30
+
+_engines: dict[str, Engine] = {}
+_local = threading.local()  # .connections: id(engine) -> this thread's autocommit connection
+
+
+def engine(url: str) -> Engine:
+    """The pooled engine for ``url`` (one per process)."""
+    found = _engines.get(url)
+    if found is None:
+        found = _engines.setdefault(url, _create(url))
+    return found
+
+
+def _create(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        created = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT,
+                                                   "check_same_thread": False})
+
+        @event.listens_for(created, "connect")
+        def _pragmas(dbapi_connection, _record) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return created
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT} if url.startswith("postgresql") else {}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def run(bound: Engine, fn: Callable[[Connection], T]) -> T:
+    """Run ``fn`` as one transaction: a pooled transaction on SQLite; on PostgreSQL this
+    thread's own autocommit connection (each statement commits by itself), replaced once
+    when it broke."""
+    if bound.dialect.name != "postgresql":
+        with bound.begin() as conn:
+            return fn(conn)
+    for attempt in (1, 2):
+        conn = _thread_connection(bound)
+        try:
+            return fn(conn)
+        except exc.DBAPIError as error:
+            if attempt == 2 or not (error.connection_invalidated
+                                    or isinstance(error, exc.OperationalError)):
+                raise
+            _connections().pop(id(bound), None)
+            conn.close()
+    raise AssertionError("unreachable")
+
+
+def _connections() -> dict[int, Connection]:
+    if not hasattr(_local, "connections"):
+        _local.connections = {}
+    return _local.connections
+
+
+def _thread_connection(bound: Engine) -> Connection:
+    key = id(bound)
+    conn = _connections().get(key)
+    if conn is None:
+        conn = bound.connect().execution_options(isolation_level="AUTOCOMMIT")
+        conn.detach()
+        _connections()[key] = conn
+    return conn
+
+
+def _after_fork_in_child() -> None:
+    """The fork rule (see the module docstring): the child starts with fresh pools."""
+    global _local
+    _local = threading.local()
+    for bound in list(_engines.values()):
+        bound.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
