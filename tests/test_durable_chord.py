@@ -10,10 +10,11 @@ import time
 
 import pytest
 
+from chordguard.config import store_url
 from chordguard.durable import ReapReport, durable_chord, reap
 from chordguard.durable.dispatch import HEADER_KEY
 from chordguard.errors import DurableChordFailed
-from chordguard.store import open_store, store_url
+from chordguard.store import open_store
 from tests.cluster import AMQP_URL, PG_BACKEND, PG_URL, REDIS_URL, wait_for
 from tests.durable_helpers import STORES, Trace
 

@@ -8,8 +8,8 @@ import pytest
 from celery import Celery
 
 import chordguard
+from chordguard.config import resolve
 from chordguard.errors import ConfigurationError
-from chordguard.guard.settings import resolve
 
 
 def test_settings_come_from_install_then_app_conf_either_case(tmp_path):
@@ -66,3 +66,28 @@ def test_header_task_retries_then_returns_an_envelope_never_a_bare_none():
     assert result.result == {"status": "failed", "error": "disk gone", "type": "OSError",
                              "task_id": result.id}
     assert nothing.apply().result["type"] == "NoneResult"
+
+
+def test_every_part_of_chordguard_resolves_the_same_store(tmp_path, monkeypatch):
+    """install(), a Django-style app without install(), the CLI, the dashboard and the
+    monitor's sources all ask config.store_url / configured_store: one answer."""
+    from chordguard.config import configured_store, store_url
+    from chordguard.store_view import store_view
+
+    url = f"sqlite:///{tmp_path}/one.sqlite"
+    guarded = Celery("guarded", broker="memory://", backend="cache+memory://")
+    assert chordguard.install(guarded, store=url).settings.store == url
+
+    class DjangoSettings:
+        CELERY_CHORDGUARD_STORE = url
+
+    django = Celery("django-style")
+    django.config_from_object(DjangoSettings, namespace="CELERY")
+    for app in (guarded, django):
+        assert store_url(app) == configured_store(app) == url
+        assert store_view(app).store.url == url  # the dashboard's view
+    monkeypatch.setenv("CHORDGUARD_STORE", url)  # the CLI with --broker only, no app config
+    assert store_url(Celery("from-urls")) == url
+    monkeypatch.delenv("CHORDGUARD_STORE")
+    assert configured_store(Celery("bare")) is None and store_url(Celery("bare")).startswith(
+        "sqlite:///")

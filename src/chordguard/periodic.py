@@ -30,10 +30,11 @@ from celery import Celery
 
 from .actions import fail_chord
 from .collect import collect
+from .config import configured_store
 from .errors import ChordguardError, ConfigurationError
 from .metrics import exposition, make_registry
 from .monitor import health_from
-from .store import open_store, store_url
+from .store import open_store
 from .store_view import store_view
 from .tracker import ChordTracker, Figures
 from .triage import reason, triage
@@ -103,9 +104,9 @@ class PeriodicMonitor:
 
     def _first_time(self, key: str) -> bool:
         """True the first time ``key`` is seen by any process sharing the store."""
-        if self.app.conf.get("chordguard_store"):
+        if configured_store(self.app):
             try:
-                store = open_store(store_url(self.app))
+                store = open_store(configured_store(self.app))
                 return store.claim(f"chordguard:periodic:{key}", os.uname().nodename) is None
             except Exception as exc:  # store down: fall back to memory, say so once
                 if self._remember("store-down"):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from celery import Celery
 
+from .config import configured_store
 from .errors import ChordguardError, DeadLetterError, UnreachableError
 from .guard import dlq
 from .metrics import StoreFigures
@@ -144,6 +144,5 @@ def _when(stamp: float | None) -> str | None:
 
 def store_view(app: Celery) -> StoreView:
     """The view of the store ``app``'s guard is configured with (a null view without one)."""
-    url = app.conf.get("chordguard_store") or app.conf.get("CHORDGUARD_STORE") \
-        or os.environ.get("CHORDGUARD_STORE")
+    url = configured_store(app)
     return JournalView(app, open_store(str(url))) if url else StoreView()

@@ -13,10 +13,11 @@ import click
 from rich.panel import Panel
 from rich.table import Table
 
+from ..config import store_url
 from ..deadline import within
 from ..guard.dlq import drop, replay, waiting
 from ..model import to_jsonable
-from ..store import Store, open_store, store_url
+from ..store import Store, open_store
 from ..store.records import DLQ_DEAD, DeadLetter
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, FiniteFloat, command, settings
 

@@ -6,9 +6,9 @@ import threading
 
 import click
 
+from ..config import store_url
 from ..durable.reaper import ReapReport, reap, reap_forever
 from ..model import to_jsonable
-from ..store import store_url
 from ..urls import mask_url
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, FiniteFloat, command, settings
 

@@ -7,7 +7,8 @@ import uuid
 
 from celery import Celery
 
-from ..store import open_store, store_url
+from ..config import store_url
+from ..store import open_store
 from .barrier import Barrier
 from .dispatch import fail_chord
 

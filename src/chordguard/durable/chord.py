@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 from celery import Celery, group
 from celery.canvas import Signature, _chain, chord
 
+from ..config import store_url
 from ..errors import ConfigurationError
-from ..store import open_store, store_url
+from ..store import open_store
 from .actions import fail_durable_chord
 from .barrier import Barrier, BarrierState, Policy
 from .dispatch import HEADER_KEY, dispatch

@@ -9,7 +9,8 @@ from typing import Any
 
 from celery import Celery
 
-from ..store import Barriers, open_store, store_url
+from ..config import store_url
+from ..store import Barriers, open_store
 from ..store.records import DeadLetter, jsonable
 from .barrier import Barrier, callback_arg
 from .lazy import LazyResults, reference

@@ -10,8 +10,9 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.utils.json import loads
 
+from ..config import store_url
 from ..errors import DurableChordFailed, UnknownChordError
-from ..store import open_store, store_url
+from ..store import open_store
 from ..store.records import FINAL, Barrier, BarrierState
 from .actions import fail_durable_chord
 

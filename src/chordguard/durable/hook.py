@@ -18,8 +18,9 @@ from celery import Celery, signals
 from celery.states import FAILURE, SUCCESS
 from kombu.utils.json import dumps
 
+from ..config import store_url
 from ..errors import UnreachableError
-from ..store import open_store, store_url
+from ..store import open_store
 from ..store.records import BarrierState, Outcome, Policy
 from .barrier import MAX_OUTCOME_BYTES, claim_grace, failed, succeeded
 from .deadletter import dead_letter

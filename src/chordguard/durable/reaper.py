@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from celery import Celery
 
-from ..store import Store, open_store, store_url
+from ..config import store_url
+from ..store import Store, open_store
 from ..store.records import KEEP_SECONDS, BarrierState
 from .barrier import claim_grace
 from .dispatch import dispatch, fail_chord

@@ -7,12 +7,12 @@ from typing import Any
 from celery import Celery, signals
 from celery.backends.redis import RedisBackend
 
+from ..config import resolve
 from ..durable.hook import enable as enable_durable_hooks
 from ..model import ChordKind
 from ..store import open_store
 from . import journal, reaper, unlock
 from .parts import PartBuffer
-from .settings import resolve
 from .state import ATTRIBUTE, Guard, guard_of
 
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from celery import Celery
 
+from ..config import Settings
 from ..model import ChordKind
 from ..store import Store
 from ..urls import mask_url
 from .parts import PartBuffer
-from .settings import GuardSettings
 
 ATTRIBUTE = "_chordguard_guard"
 STAMP = "chordguard"  # message header on a guarded chord's callback (and its unlock task)
@@ -21,7 +21,7 @@ class Guard:
     """What ``install(app)`` set up; found again with ``guard_of(app)``."""
 
     app: Celery
-    settings: GuardSettings
+    settings: Settings
     store: Store
     parts: PartBuffer
     kind: ChordKind

@@ -6,15 +6,15 @@ and its counts. Header parts are listed for chords of at most ``LIST_PARTS`` par
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 
 from celery import Celery
 from kombu.utils.json import loads
 
+from ..config import configured_store, default_store_exists, store_url
 from ..durable.barrier import Barrier, Policy
 from ..model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart
-from ..store import DEFAULT_STORE, Barriers, open_store, store_url
+from ..store import Barriers, open_store
 from . import Source
 
 NAME = "durable"
@@ -23,9 +23,7 @@ LIST_PARTS = 200
 
 def applies(app: Celery) -> bool:
     """A store is configured, or the default SQLite file exists here."""
-    if app.conf.get("chordguard_store") or os.environ.get("CHORDGUARD_STORE"):
-        return True
-    return os.path.exists(DEFAULT_STORE.removeprefix("sqlite:///"))
+    return configured_store(app) is not None or default_store_exists()
 
 
 def read(app: Celery, facts: ClusterFacts) -> list[Chord]:

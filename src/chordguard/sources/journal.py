@@ -12,15 +12,14 @@ Applies when a store is configured: ``chordguard_store`` in the app's configurat
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 
 from celery import Celery
 from celery.states import READY_STATES
 
-from ..guard.settings import conf_value
+from ..config import configured_store, store_url
 from ..model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart
-from ..store import open_store, store_url
+from ..store import open_store
 from ..store.records import ChordRecord
 from . import Source
 
@@ -30,11 +29,11 @@ CALLBACK_CHECK_LIMIT = 2000
 
 
 def applies(app: Celery) -> bool:
-    return bool(conf_value(app, "store") or os.environ.get("CHORDGUARD_STORE"))
+    return configured_store(app) is not None
 
 
 def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
-    store = open_store(store_url(app, conf_value(app, "store")))
+    store = open_store(store_url(app))
     facts.breakers = {b.name: b.state for b in store.breakers()}
     records = store.open_chords(app=None if app.main == URL_APP else app.main)
     finished = _finished_callbacks(app, [r.callback_id for r in records if r.callback_id])

@@ -7,7 +7,7 @@ dead letters, breakers); the records it keeps are in ``records``, with their one
 Backends: ``sql/`` (schema, engine and fork rule), ``redis/`` (keys, Lua), ``memory``.
 """
 
-from .backends import DEFAULT_STORE, by_url, open_store, store_url
+from .backends import by_url, open_store
 from .protocols import (
     DEFAULT_RETENTION,
     Barriers,
@@ -20,7 +20,6 @@ from .protocols import (
 
 __all__ = [
     "DEFAULT_RETENTION",
-    "DEFAULT_STORE",
     "Barriers",
     "Breakers",
     "DeadLetters",
@@ -29,5 +28,4 @@ __all__ = [
     "Store",
     "by_url",
     "open_store",
-    "store_url",
 ]

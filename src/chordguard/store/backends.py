@@ -12,14 +12,9 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
-
-from celery import Celery
 
 from ..errors import ConfigurationError
 from .protocols import DEFAULT_RETENTION, Store
-
-DEFAULT_STORE = "sqlite:///chordguard.sqlite"
 
 BACKENDS = {
     "memory": "chordguard.store.memory:MemoryStore",
@@ -54,14 +49,3 @@ def open_store(url: str, retention: float = DEFAULT_RETENTION) -> Store:
     store = by_url(url)(url)
     store.retention = retention
     return store
-
-
-def store_url(app: Celery | None = None, explicit: str | None = None) -> str:
-    """The store to use: ``explicit``, else ``app.conf.chordguard_store``, else the default.
-
-    ``CHORDGUARD_STORE`` in the environment overrides the default file.
-    """
-    if explicit:
-        return explicit
-    configured = app.conf.get("chordguard_store") if app is not None else None
-    return configured or os.environ.get("CHORDGUARD_STORE") or DEFAULT_STORE

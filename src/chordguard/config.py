@@ -1,0 +1,98 @@
+"""ONE resolver for chordguard's configuration: the store URL and every ``chordguard_*`` setting.
+
+Each value comes from, in order: an explicit argument (``install(app, store=…)``,
+``--store``), the app's configuration (``chordguard_<name>``, or ``CHORDGUARD_<NAME>`` as
+Django's ``CELERY_`` namespace leaves it), the environment (``CHORDGUARD_STORE``), the
+default. The guard, durable chords, the monitor, the dashboard, the CLI and the periodic
+check all ask here, so they all find the same store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from celery import Celery
+
+from .errors import ConfigurationError
+from .store.protocols import DEFAULT_RETENTION
+from .urls import mask_url
+
+DEFAULT_STORE = "sqlite:///chordguard.sqlite"
+STORE_ENV = "CHORDGUARD_STORE"
+
+
+def setting(app: Celery | None, name: str) -> Any:
+    """``chordguard_<name>`` from the app's configuration (either case), or None."""
+    if app is None:
+        return None
+    conf = app.conf
+    for key in (f"chordguard_{name}", f"CHORDGUARD_{name.upper()}"):
+        value = conf.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def configured_store(app: Celery | None = None, explicit: str | None = None) -> str | None:
+    """The store someone asked for (argument, app configuration, environment), or None."""
+    return explicit or setting(app, "store") or os.environ.get(STORE_ENV) or None
+
+
+def store_url(app: Celery | None = None, explicit: str | None = None) -> str:
+    """The store to use: ``configured_store``, else the default SQLite file."""
+    return configured_store(app, explicit) or DEFAULT_STORE
+
+
+def default_store_exists() -> bool:
+    """Does the default SQLite file exist here (a guard may have written to it)?"""
+    return os.path.exists(DEFAULT_STORE.removeprefix("sqlite:///"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the guard, in seconds unless said otherwise."""
+
+    store: str
+    deadline: float = 6 * 3600.0  # default per chord; override with ``with_deadline``
+    unlock_max_interval: float = 30.0  # cap of the unlock poll backoff
+    lost_header_grace: float = 60.0  # a PENDING header older than this may be lost_header
+    breaker_failures: int = 5  # K callback failures ...
+    breaker_window: float = 300.0  # ... within this window open the breaker
+    breaker_cooldown: float = 60.0  # open -> half-open probe after this
+    reaper_interval: float = 10.0  # how often a worker looks for chords past deadline
+    flush_interval: float = 1.0  # finished parts are written in batches this often
+    retention: float = DEFAULT_RETENTION  # ended chords are kept this long
+
+    def __repr__(self) -> str:  # never print the store's password
+        values = ", ".join(f"{f.name}={mask_url(v) if f.name == 'store' else v!r}"
+                           for f in fields(self) for v in [getattr(self, f.name)])
+        return f"Settings({values})"
+
+
+def resolve(app: Celery, **explicit: Any) -> Settings:
+    """Settings for ``app``; ``explicit`` values (not None) win over configuration.
+
+    Raises ConfigurationError for an unknown name or a value that is not a positive number.
+    """
+    unknown = set(explicit) - {f.name for f in fields(Settings)}
+    if unknown:
+        raise ConfigurationError(f"unknown guard setting(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {"store": store_url(app, explicit.get("store"))}
+    for spec in fields(Settings):
+        value = explicit.get(spec.name)
+        if value is None:
+            value = setting(app, spec.name)
+        if value is None or spec.name == "store":
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"chordguard_{spec.name} must be a number, "
+                                     f"not {value!r}") from exc
+        if not number > 0 or number == float("inf"):
+            raise ConfigurationError(f"chordguard_{spec.name} must be a positive number, "
+                                     f"not {value!r}")
+        values[spec.name] = int(number) if spec.name == "breaker_failures" else number
+    return Settings(**values)
