@@ -6,7 +6,7 @@ One event stream, shaped like a real worker's (task-received with argsrepr, star
 succeeded; a chord_unlock task-received per poll, as captured from celery 5.7 with -E), is
 fed side by side to:
 
-* chordguard: ``chordguard.watch.UnlockWatch().feed`` (default bounds);
+* chordguard: ``chordguard.monitor.events.UnlockWatch().feed`` (default bounds);
 * baseline: ``celery.events.state.State(max_tasks_in_memory=10000)``, the in-memory task
   list Flower keeps (its default size), ``State.event``.
 
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 
 from celery.events.state import State
 
-from chordguard.watch import UnlockWatch
+from chordguard.monitor.events import UnlockWatch
 
 CALLBACK = ("{{'task': 'proj.collect_results', 'args': [], 'kwargs': {{}}, 'options': "
             "{{'task_id': '{cb}', 'reply_to': '{reply}', 'group_id': '{gid}'}}, "

@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from chordguard.diagnose import CATALOG
+from chordguard.monitor.diagnose import CATALOG
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "diagnoses.md"
 INTRO = """# Diagnosis codes
 
 Stable codes that `status`, `check`, `inspect`, `--json`, `/metrics` and the dashboard use.
 `blocking`: the chord will not finish by itself (`check` exits 1). `warning`: it may not.
-Generated from `chordguard.diagnose.CATALOG` by `python scripts/diagnoses_doc.py`.
+Generated from `chordguard.monitor.diagnose.CATALOG` by `python scripts/diagnoses_doc.py`.
 """
 
 

@@ -57,7 +57,7 @@ def make_app(namespace: str, broker: str, backend: str | None, conf: dict | None
 
         enable()
     if settings.get("cg_periodic"):
-        from chordguard.periodic import setup_periodic_monitoring
+        from chordguard.guard.periodic import setup_periodic_monitoring
 
         setup_periodic_monitoring(app, **settings["cg_periodic"])
     return app

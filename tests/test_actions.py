@@ -10,7 +10,7 @@ from celery import chord
 from sqlalchemy import create_engine, text
 
 from chordguard import check_stuck_chords, get_active_chord_unlocks, health_check
-from chordguard.sources.broker import peek
+from chordguard.monitor.sources.broker import peek
 from tests.cluster import AMQP_URL, PG_BACKEND, PG_URL, REDIS_URL, chordguard_cli, wait_for
 
 BROKERS = [pytest.param(REDIS_URL, id="redis"), pytest.param(AMQP_URL, id="amqp")]

@@ -3,7 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-from chordguard.diagnose import CATALOG, RULES
+from chordguard.monitor.diagnose import CATALOG, RULES
 
 ROOT = Path(__file__).resolve().parent.parent
 

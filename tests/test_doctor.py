@@ -12,7 +12,7 @@ from celery import Celery, chord
 from celery.exceptions import ChordError
 
 import chordguard
-from chordguard.doctor import config_from_app, lint
+from chordguard.monitor.doctor import config_from_app, lint
 from tests.cluster import PG_BACKEND, REDIS_URL, ROOT, chordguard_cli
 
 SEED_CODES = {"ignored_setting", "unlock_max_retries", "unlock_backoff_ignored",

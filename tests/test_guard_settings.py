@@ -72,7 +72,7 @@ def test_every_part_of_chordguard_resolves_the_same_store(tmp_path, monkeypatch)
     """install(), a Django-style app without install(), the CLI, the dashboard and the
     monitor's sources all ask config.store_url / configured_store: one answer."""
     from chordguard.config import configured_store, store_url
-    from chordguard.store_view import store_view
+    from chordguard.monitor.store_view import store_view
 
     url = f"sqlite:///{tmp_path}/one.sqlite"
     guarded = Celery("guarded", broker="memory://", backend="cache+memory://")

@@ -10,7 +10,7 @@ import redis
 from celery import Celery
 
 from chordguard.errors import ConfigurationError
-from chordguard.periodic import TASK_NAME, setup_periodic_monitoring
+from chordguard.guard.periodic import TASK_NAME, setup_periodic_monitoring
 from tests.cluster import REDIS_URL, lost_counter_chord, wait_for
 
 

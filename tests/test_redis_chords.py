@@ -12,7 +12,7 @@ import redis
 from celery import Celery, chord, states
 from celery.app.task import Context
 
-from chordguard.collect import collect
+from chordguard.monitor.collect import collect
 from tests.chordapp import make_app
 from tests.cluster import AMQP_URL, REDIS_URL, Cluster, chordguard_cli, wait_for
 

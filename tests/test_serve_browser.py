@@ -12,7 +12,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select
 from sqlalchemy import create_engine, text
 
-from chordguard.diagnose import CATALOG
+from chordguard.monitor.diagnose import CATALOG
 from tests.browser import chromium, wait
 from tests.cluster import PG_URL, Cluster, wait_for
 from tests.serving import listed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chordguard.urls import mask_text, mask_url
+from chordguard._urls import mask_text, mask_url
 
 
 def test_passwords_are_masked_in_urls_and_free_text():

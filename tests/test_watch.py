@@ -12,7 +12,7 @@ import uuid
 
 from celery import chord
 
-from chordguard.watch import UnlockWatch
+from chordguard.monitor.events import UnlockWatch
 from tests.cluster import PG_BACKEND, REDIS_URL, ROOT, wait_for
 
 

@@ -3,7 +3,6 @@
 The public, typed API. Everything not re-exported here is private.
 """
 
-from .collect import collect
 from .durable import DurableChord, durable_chord, fail_durable_chord
 from .errors import ChordguardError, ConfigurationError, UnknownChordError, UnreachableError
 from .guard import (
@@ -15,6 +14,7 @@ from .guard import (
     split_results,
     with_deadline,
 )
+from .guard.periodic import setup_periodic_monitoring
 from .model import (
     Chord,
     ChordKind,
@@ -24,8 +24,8 @@ from .model import (
     Severity,
     Snapshot,
 )
-from .monitor import check_stuck_chords, get_active_chord_unlocks, health_check
-from .periodic import setup_periodic_monitoring
+from .monitor.api import check_stuck_chords, get_active_chord_unlocks, health_check
+from .monitor.collect import collect
 
 __all__ = [
     "Chord",

@@ -15,9 +15,9 @@ from typing import Any
 
 from celery import Celery
 
+from ._urls import mask_url
 from .errors import ConfigurationError
 from .store.protocols import DEFAULT_RETENTION
-from .urls import mask_url
 
 DEFAULT_STORE = "sqlite:///chordguard.sqlite"
 STORE_ENV = "CHORDGUARD_STORE"
@@ -48,6 +48,15 @@ def store_url(app: Celery | None = None, explicit: str | None = None) -> str:
 def default_store_exists() -> bool:
     """Does the default SQLite file exist here (a guard may have written to it)?"""
     return os.path.exists(DEFAULT_STORE.removeprefix("sqlite:///"))
+
+
+GUARD_ATTRIBUTE = "_chordguard_guard"  # where install(app) keeps the guard on the app
+
+
+def installed_settings(app: Celery) -> Settings | None:
+    """The settings of the guard installed in ``app``, or None (read side: no guard import)."""
+    guard = app.__dict__.get(GUARD_ATTRIBUTE)
+    return None if guard is None else guard.settings
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+STAMP = "chordguard"  # message header on a guarded chord's final tasks (and its unlock task)
 FAILED_STATES = frozenset({"FAILURE", "REVOKED", "REJECTED"})  # a task that will not succeed
 READY_STATES = FAILED_STATES | {"SUCCESS", "IGNORED"}  # a task that will not change again
 

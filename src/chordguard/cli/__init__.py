@@ -20,9 +20,9 @@ import click
 from celery import Celery
 from rich.console import Console
 
-from ..appctx import load_app
+from .._urls import mask_text
 from ..errors import ChordguardError
-from ..urls import mask_text
+from .appctx import load_app
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_UNKNOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _META_KEY = "chordguard.settings"

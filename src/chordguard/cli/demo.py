@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..demo import run_demo
+from ..demo.run import run_demo
 from . import COMMANDS, command, settings
 
 

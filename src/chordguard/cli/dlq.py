@@ -13,9 +13,9 @@ import click
 from rich.panel import Panel
 from rich.table import Table
 
+from .._timeouts import within
+from ..actions.dead_letters import drop, replay, waiting
 from ..config import store_url
-from ..deadline import within
-from ..guard.dlq import drop, replay, waiting
 from ..model import to_jsonable
 from ..store import Store, open_store
 from ..store.records import DLQ_DEAD, DeadLetter

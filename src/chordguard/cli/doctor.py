@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.panel import Panel
 from rich.text import Text
 
-from ..doctor import Finding, config_from_app, lint
 from ..model import Severity, to_jsonable
+from ..monitor.doctor import Finding, config_from_app, lint
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, command, settings
 
 SCHEMA = "chordguard.doctor/1"

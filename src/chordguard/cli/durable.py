@@ -6,10 +6,10 @@ import threading
 
 import click
 
+from .._urls import mask_url
 from ..config import store_url
 from ..durable.reaper import ReapReport, reap, reap_forever
 from ..model import to_jsonable
-from ..urls import mask_url
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, FiniteFloat, command, settings
 
 

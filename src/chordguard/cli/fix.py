@@ -14,12 +14,12 @@ import sys
 import click
 
 from ..actions import FailPlan, fail_chord, plan_fail
-from ..collect import collect
-from ..doctor import config_from_app, lint
 from ..model import Chord, format_seconds, to_jsonable
-from ..render import print_status
-from ..triage import idle_seconds, reason, recommendations, triage
+from ..monitor.collect import collect
+from ..monitor.doctor import config_from_app, lint
+from ..monitor.triage import idle_seconds, reason, recommendations, triage
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, Settings, command, settings
+from .render import print_status
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from ..collect import collect
 from ..model import Snapshot
-from ..monitor import HEALTHY, UNHEALTHY, find_chord, stuck_chords, verdict
-from ..render import chord_detail, print_status, snapshot_json, sources_line
+from ..monitor.api import HEALTHY, UNHEALTHY, find_chord, stuck_chords, verdict
+from ..monitor.collect import collect
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, EXIT_UNKNOWN, FiniteFloat, command, settings
+from .render import chord_detail, print_status, snapshot_json, sources_line
 
 MAX_HOURS = click.option("--max-hours", type=FiniteFloat(min=0), default=1.0,
                          show_default=True,

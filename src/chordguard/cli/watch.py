@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from ..model import to_jsonable
-from ..watch import Anomaly, UnlockWatch, follow
+from ..monitor.events import Anomaly, UnlockWatch, follow
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, FiniteFloat, command, settings
 
 TOP = 10

@@ -11,8 +11,9 @@ import time
 from typing import Any
 
 from celery import Celery
-from celery.exceptions import ChordError
 
+from .._compat import chord_error
+from ..actions.callback import fail_callback
 from ..store import Barriers
 from .barrier import Barrier, callback_arg
 from .deadletter import dead_letter, inputs_of
@@ -46,12 +47,8 @@ def fail_chord(app: Celery, store: Barriers, barrier: Barrier, reason: str) -> N
     dead-letter it with the results recorded so far."""
     logger.error("durable chord %s failed: %s", barrier.id, reason)
     dead_letter(app, barrier, reason, inputs_of(store, barrier))
-    callback = app.signature(barrier.callback)
-    exc = ChordError(f"durable chord {barrier.id} failed: {reason}")
     try:
-        try:
-            raise exc  # Celery records the failure from the current exception's stack
-        except ChordError:
-            app.backend.chord_error_from_stack(callback, exc)
+        fail_callback(app, barrier.callback,
+                      chord_error(f"durable chord {barrier.id} failed: {reason}"))
     except Exception:  # an errback or the result backend failed: the barrier says why anyway
         logger.exception("durable chord %s: running the callback's errbacks failed", barrier.id)

@@ -21,11 +21,12 @@ from typing import Any
 from celery import Celery, signals
 from celery.utils.functional import _regen
 
+from ..model import STAMP
 from ..store.records import FAILED, SUCCEEDED, ChordRecord, PartUpdate, jsonable
 from . import breaker
 from .body import UnknownBody, body_outcome, final_tasks, is_single_task, result_tree
 from .ending import dead_letter, ensure_record
-from .state import STAMP, Guard, guard_of
+from .state import Guard, guard_of
 
 logger = logging.getLogger(__name__)
 DEADLINE_OPTION = "chordguard_deadline"

@@ -11,7 +11,7 @@ import logging
 
 from celery import Celery
 
-from ..deadline import within
+from .._timeouts import within
 
 logger = logging.getLogger(__name__)
 INSPECT_TIMEOUT = 1.0

@@ -6,14 +6,13 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from ..config import Settings
+from .._urls import mask_url
+from ..config import GUARD_ATTRIBUTE, Settings
 from ..model import ChordKind
 from ..store import Store
-from ..urls import mask_url
 from .parts import PartBuffer
 
-ATTRIBUTE = "_chordguard_guard"
-STAMP = "chordguard"  # message header on a guarded chord's callback (and its unlock task)
+ATTRIBUTE = GUARD_ATTRIBUTE
 
 
 @dataclass

@@ -15,11 +15,12 @@ from celery import Celery, shared_task
 from celery.exceptions import Ignore, Retry
 
 from ..errors import CircuitOpenError
+from ..model import STAMP
 from ..store.records import SUCCEEDED
 from . import breaker, envelopes
 from .ending import RUN_CLAIM, dead_letter, ensure_record
 from .journal import HANDLED
-from .state import STAMP, guard_of
+from .state import guard_of
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def header_task(fn: Callable | None = None, *, app: Celery | None = None, envelo
                                           "NoneResult", self.request.id)
             return value
 
+        run.chordguard_run_once = True  # doctor reads the mark
         return _task_decorator(app, {"name": options.pop("name", None) or
                                      f"{func.__module__}.{func.__name__}", **options})(run)
 
@@ -171,6 +173,7 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
                 breaker.record(guard, self.name, succeeded=True)
             return value
 
+        run.chordguard_run_once = True  # doctor reads the mark
         return _task_decorator(app, {"name": options.pop("name", None) or
                                      f"{func.__module__}.{func.__name__}", **options})(run)
 

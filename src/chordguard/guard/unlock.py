@@ -26,23 +26,22 @@ from typing import Any
 
 from celery import Celery
 from celery.canvas import maybe_signature
-from celery.exceptions import ChordError
 from celery.result import GroupResult, allow_join_result, result_from_tuple
-from redis import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 
 from .._compat import chord_error, publish_callback
+from ..actions.callback import fail_callback
+from ..model import STAMP
+from ..store import unavailable_errors
 from . import breaker
 from .ending import dead_letter, ensure_record, header_inputs
 from .presence import lost_headers
-from .state import STAMP, guard_of
+from .state import guard_of
 
 logger = logging.getLogger(__name__)
 NAME = "celery.chord_unlock"
 DONE_TOKEN = "done:"
 LEASE = "unlock:"  # + chord id: the lease the newest message of the live chain holds
 LEASE_SLACK = 300.0
-STORE_ERRORS = (SQLAlchemyError, RedisError)
 
 
 def backoff(interval: float, polls: int, cap: float, remaining: float) -> float:
@@ -60,7 +59,7 @@ def register(app: Celery) -> None:
                      **kwargs: Any) -> None:
         try:
             _poll(self, group_id, callback, interval, result or [], kwargs)
-        except STORE_ERRORS as exc:
+        except unavailable_errors() as exc:
             _store_down(self, group_id, callback, interval, kwargs, exc)
 
     app._task_from_fun(unlock_chord, name=NAME, bind=True, shared=False, ignore_result=True,
@@ -149,11 +148,7 @@ def _store_down(self, group_id: str, callback: Any, interval: float | None,
     if deadline is not None and now >= deadline:
         error = chord_error(f"chord {group_id} failed by chordguard: deadline passed "
                             f"(store unavailable: {exc!r})")
-        try:
-            raise error
-        except ChordError:
-            self.app.backend.chord_error_from_stack(maybe_signature(callback, app=self.app),
-                                                    error)
+        fail_callback(self.app, maybe_signature(callback, app=self.app), error)
         return
     step = interval if interval is not None else self.app.conf.result_chord_retry_interval
     cap = guard.settings.unlock_max_interval if guard is not None else 30.0
@@ -177,7 +172,7 @@ def _complete(app: Celery, guard, record, deps: GroupResult, callback) -> None:
         inputs, states = header_inputs(guard, record.header_ids)
         if dead_letter(guard, record, f"header_failed: {reason}", inputs, header_states=states,
                        fail_callback=False) is not None:  # as Celery: its error, its cause
-            app.backend.chord_error_from_stack(callback, chord_error(reason, exc))
+            fail_callback(app, callback, chord_error(reason, exc))
         return
     if callback.name and not breaker.allow(guard, callback.name):
         dead_letter(guard, record, f"circuit open for {callback.name}: callback not run", ret)
@@ -186,5 +181,5 @@ def _complete(app: Celery, guard, record, deps: GroupResult, callback) -> None:
         publish_callback(app, callback, ret)
     except Exception as exc:
         logger.exception("chordguard: chord %s: publishing the callback failed", record.id)
-        app.backend.chord_error_from_stack(callback, chord_error(f"Callback error: {exc!r}", exc))
+        fail_callback(app, callback, chord_error(f"Callback error: {exc!r}", exc))
 

@@ -18,6 +18,16 @@ from .protocols import (
     Store,
 )
 
+
+def unavailable_errors() -> tuple[type[BaseException], ...]:
+    """The errors a store raises when it cannot be reached (for ``except``; imported on
+    first use so a process without a SQL or Redis store never loads their drivers)."""
+    from redis import RedisError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (SQLAlchemyError, RedisError)
+
+
 __all__ = [
     "DEFAULT_RETENTION",
     "Barriers",
@@ -28,4 +38,5 @@ __all__ = [
     "Store",
     "by_url",
     "open_store",
+    "unavailable_errors",
 ]

@@ -32,7 +32,7 @@ def by_url(url: str) -> type[Store]:
     scheme = url.partition("://")[0].partition("+")[0].lower() if "://" in url else ""
     path = BACKENDS.get(scheme)
     if path is None:
-        from ..urls import mask_url
+        from .._urls import mask_url
 
         raise ConfigurationError(
             f"unknown store URL {mask_url(url)!r}: use memory://, sqlite:///FILE, "

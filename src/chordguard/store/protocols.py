@@ -240,6 +240,6 @@ class Store(Journal, Barriers, Leases, DeadLetters, Breakers, Protocol):
 
     def describe(self) -> str:
         """The URL, password masked: fit to print."""
-        from ..urls import mask_url
+        from .._urls import mask_url
 
         return mask_url(self.url)

@@ -23,16 +23,17 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .._urls import mask_text
 from ..actions import fail_chord
-from ..collect import collect
-from ..diagnose import CATALOG
 from ..errors import ChordguardError, DeadLetterError
-from ..metrics import exposition, make_registry
 from ..model import ChordKind, to_jsonable
-from ..monitor import health_from
-from ..store_view import StoreView, store_view
-from ..tracker import ChordTracker, Figures
-from ..urls import mask_text
+from ..monitor.api import health_from
+from ..monitor.collect import collect
+from ..monitor.diagnose import CATALOG
+from ..monitor.metrics import exposition, make_registry
+from ..monitor.store_view import StoreView, store_view
+from ..monitor.tracker import ChordTracker, Figures
+from ..store import unavailable_errors
 from .auth import presented_token, token_matches
 from .chords import STATES, ChordFilter, chord_detail, chord_row
 from .forms import BodyTooLarge, body_fields
@@ -159,15 +160,20 @@ def create_app(app: Celery, token: str | None = None, stuck_after_hours: float =
         reason = await _field(request, "reason")
         if action == "drop" and not reason:
             return _error(400, "dropping a dead letter needs a reason")
+        store = getattr(board.store, "store", None)
         try:
+            if store is None:
+                raise DeadLetterError("no dead-letter queue: the guard's store is not configured")
             if action == "replay":
-                outcome = await asyncio.to_thread(board.store.replay, letter)
+                outcome = await asyncio.to_thread(dead_letters.replay, board.app, store, letter)
             else:
-                outcome = await asyncio.to_thread(board.store.drop, letter, reason)
+                outcome = await asyncio.to_thread(dead_letters.drop, store, letter, reason)
         except DeadLetterError as exc:
             return _error(404, str(exc))
         except ChordguardError as exc:
             return _error(502, mask_text(str(exc)))
+        except unavailable_errors() as exc:
+            return _error(502, f"store {store.describe()}: {mask_text(str(exc))}")
         await board.cache.refresh()
         return _json({"ok": True, "result": outcome})
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..model import Chord, Duration, to_jsonable
-from ..tracker import ChordRate
+from ..monitor.tracker import ChordRate
 
 STATES = ("blocked", "at_risk", "running")
 

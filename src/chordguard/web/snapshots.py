@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..tracker import Figures
+from ..monitor.tracker import Figures
 
 log = logging.getLogger(__name__)
 

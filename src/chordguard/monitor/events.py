@@ -32,7 +32,7 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from .errors import UnreachableError
+from ..errors import UnreachableError
 
 UNLOCK_TASKS = frozenset({"celery.chord_unlock"})
 STORM_FACTOR = 1.5  # polls per interval above which a chord is storming

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..model import Chord, Severity, Snapshot
+from .api import stuck_chords
 from .diagnose import CATALOG
 from .doctor import Finding
-from .model import Chord, Severity, Snapshot
-from .monitor import stuck_chords
 
 
 @dataclass

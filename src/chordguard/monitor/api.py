@@ -8,9 +8,9 @@ from typing import Any
 
 from celery import Celery
 
+from ..errors import UnknownChordError, UnreachableError
+from ..model import Chord, ChordKind, Snapshot
 from .collect import collect
-from .errors import UnknownChordError, UnreachableError
-from .model import Chord, ChordKind, Snapshot
 
 LOOKS_FOR_ONE_CHORD = 3
 

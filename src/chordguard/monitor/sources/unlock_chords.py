@@ -25,9 +25,9 @@ from celery import Celery
 from celery.backends.base import Backend
 from celery.states import READY_STATES
 
-from ..deadline import within_each
+from ..._timeouts import within_each
+from ...model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart, UnlockCopy
 from ..diagnose import lost_header, unlock_storm
-from ..model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart, UnlockCopy
 from . import Source, backend_url
 from .broker import BrokerView, TaskMessage, peek
 from .results import TaskState, read_states

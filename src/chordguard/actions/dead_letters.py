@@ -12,11 +12,11 @@ from celery import Celery
 from celery.canvas import Signature
 from kombu.utils.uuid import uuid
 
-from ..deadline import within
+from .._timeouts import within
 from ..errors import DeadLetterError
+from ..model import STAMP
 from ..store import Store
 from ..store.records import DLQ_DEAD, DLQ_DROPPED, DLQ_REPLAYED, DeadLetter
-from .state import STAMP
 
 PUBLISH_TIMEOUT = 10.0
 _NOT_REPLAYED = ("task_id", "reply_to", "group_id", "group_index", "chord", "root_id",

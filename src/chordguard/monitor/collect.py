@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import celery
 from celery import Celery
 
-from .deadline import within_each
+from .._timeouts import within_each
+from .._urls import mask_text
+from ..model import Chord, ClusterFacts, Snapshot, SourceReport
 from .diagnose import diagnose
-from .model import Chord, ClusterFacts, Snapshot, SourceReport
 from .sources import Source, durable, journal, redis_chords, unlock_chords
-from .urls import mask_text
 
 SOURCES: list[Source] = [journal.SOURCE, redis_chords.SOURCE, unlock_chords.SOURCE, durable.SOURCE]
 SOURCE_TIMEOUT = 8.0

@@ -16,7 +16,7 @@ from celery import Celery
 from celery.backends.base import decompress_payload
 from sqlalchemy import select
 
-from ..model import utc_datetime
+from ...model import utc_datetime
 
 BATCH = 1000
 PER_TASK_LIMIT = 2000

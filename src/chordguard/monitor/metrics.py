@@ -22,8 +22,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .model import ChordKind
-from .monitor import HEALTHY, UNHEALTHY, UNKNOWN, verdict
+from ..model import ChordKind
+from .api import HEALTHY, UNHEALTHY, UNKNOWN, verdict
 from .tracker import DURATION_BUCKETS, Figures
 
 PREFIX = "chordguard"

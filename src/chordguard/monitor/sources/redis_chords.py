@@ -18,7 +18,7 @@ from typing import Any
 
 from celery import Celery
 
-from ..model import FAILED_STATES, Chord, ChordKind, ClusterFacts, Duration, HeaderPart
+from ...model import FAILED_STATES, Chord, ChordKind, ClusterFacts, Duration, HeaderPart
 from . import Source, uses_redis_backend
 from .redis_keys import RawChord, RawPart, read_chords, read_metas, scan_group_ids
 

@@ -15,8 +15,8 @@ from typing import Any
 from celery import Celery
 from celery.app.control import Control, flatten_reply
 
-from ..deadline import within_each
-from ..errors import UnreachableError
+from ..._timeouts import within_each
+from ...errors import UnreachableError
 
 INSPECT_TIMEOUT = 2.0
 COMMANDS = ("active", "reserved", "scheduled", "active_queues", "revoked")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .model import (
+from ..model import (
     FAILED_STATES,
     READY_STATES,
     Chord,

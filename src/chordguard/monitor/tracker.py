@@ -25,7 +25,7 @@ from datetime import datetime
 from celery import Celery
 from celery.states import READY_STATES
 
-from .model import Chord, Snapshot, utc_datetime
+from ..model import Chord, Snapshot, utc_datetime
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,12 @@ from typing import Any, TypeVar
 
 from celery import Celery
 
-from .config import configured_store
-from .errors import ChordguardError, DeadLetterError, UnreachableError
-from .guard import dlq
+from .._urls import mask_text
+from ..config import configured_store
+from ..errors import ChordguardError, UnreachableError
+from ..store import Store, open_store
+from ..store.records import DLQ_DEAD, ChordRecord, jsonable
 from .metrics import StoreFigures
-from .store import Store, open_store
-from .store.records import DLQ_DEAD, ChordRecord, jsonable
-from .urls import mask_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,12 +44,6 @@ class StoreView:
 
     def dead_letters(self) -> list[dict[str, Any]] | None:
         return None
-
-    def replay(self, letter_id: str) -> dict[str, Any]:
-        raise DeadLetterError("no dead-letter queue: the guard's store is not configured")
-
-    def drop(self, letter_id: str, reason: str) -> dict[str, Any]:
-        raise DeadLetterError("no dead-letter queue: the guard's store is not configured")
 
 
 def _reads_store(method: Callable[..., T]) -> Callable[..., T]:
@@ -106,14 +99,6 @@ class JournalView(StoreView):
                  "error": letter.error, "created": _when(letter.created_at),
                  "note": letter.note, "inputs": jsonable(letter.inputs)}
                 for letter in self.store.dead_letters()]
-
-    @_reads_store
-    def replay(self, letter_id: str) -> dict[str, Any]:
-        return dlq.replay(self.app, self.store, letter_id)
-
-    @_reads_store
-    def drop(self, letter_id: str, reason: str) -> dict[str, Any]:
-        return dlq.drop(self.store, letter_id, reason)
 
 
 def history(record: ChordRecord, parts: dict[str, str]) -> list[dict[str, Any]]:

@@ -16,9 +16,9 @@ from typing import Any
 from celery import Celery
 from celery.app.defaults import _TO_NEW_KEY, DEFAULTS
 
+from ..config import installed_settings
+from ..model import Severity, format_seconds
 from .diagnose import Code
-from .guard import chord_callback, guard_of
-from .model import Severity, format_seconds
 
 REDIS_DEFAULT_VISIBILITY = 3600.0  # kombu.transport.redis
 SQS_DEFAULT_VISIBILITY = 1800.0  # kombu.transport.SQS
@@ -300,10 +300,10 @@ def config_from_app(app: Celery) -> AppConfig:
     """Read what ``lint`` needs from a live app (finalizing it: tasks get their annotations)."""
     conf = app.conf
     conf.finalize()
-    guard = guard_of(app)
+    guard = installed_settings(app)
     user_keys = sorted({k for layer in conf.maps[:-1] for k in layer if isinstance(k, str)})
     settings = {key: conf.get(key) for key in DEFAULTS}
-    settings["chordguard_deadline"] = guard.settings.deadline if guard is not None \
+    settings["chordguard_deadline"] = guard.deadline if guard is not None \
         else conf.get("chordguard_deadline")
     tasks = [task_facts(name, task, guard is not None) for name, task in sorted(app.tasks.items())]
     known = {t.name for t in tasks}
@@ -324,14 +324,11 @@ def config_from_app(app: Celery) -> AppConfig:
 def runs_once(task: Any) -> bool:
     """Whether the task's body is run-once in a guarded app (``@chordguard.chord_callback``).
 
-    A ``chordguard_run_once`` mark on the task or its run function says so; otherwise the run
-    function's code is recognised as the one ``chord_callback`` wraps bodies in.
+    A ``chordguard_run_once`` mark on the task or its run function says so (``chord_callback``
+    marks the bodies it wraps).
     """
     run = getattr(task, "run", None)
-    if any(getattr(holder, mark, False) for holder in (task, run) for mark in RUN_ONCE_MARKS):
-        return True
-    code = getattr(run, "__code__", None)
-    return code is not None and code.co_qualname.startswith(chord_callback.__qualname__ + ".")
+    return any(getattr(holder, mark, False) for holder in (task, run) for mark in RUN_ONCE_MARKS)
 
 
 def task_facts(name: str, task: Any, guarded: bool = False) -> TaskFacts:

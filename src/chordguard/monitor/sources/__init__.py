@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from ..model import Chord, ClusterFacts
+from ...model import Chord, ClusterFacts
 
 Reader = Callable[[Celery, ClusterFacts], list[Chord]]
 

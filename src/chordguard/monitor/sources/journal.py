@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from celery import Celery
 from celery.states import READY_STATES
 
-from ..config import configured_store, store_url
-from ..model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart
-from ..store import open_store
-from ..store.records import ChordRecord
+from ...config import configured_store, store_url
+from ...model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart
+from ...store import open_store
+from ...store.records import ChordRecord
 from . import Source
 
 NAME = "journal"

@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.rule import Rule
 from rich.text import Text
 
-from .demo_app import make_demo_app
-from .errors import ChordguardError
+from ..errors import ChordguardError
+from .app import make_demo_app
 
 WORKER_START_TIMEOUT = 30.0
 DETECT_TIMEOUT = 60.0
@@ -79,7 +79,7 @@ def run_demo(root: Path, console: Console) -> int:
 def _start_worker(env: dict[str, str], root: Path) -> subprocess.Popen:
     log = (root / "worker.log").open("w")
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "chordguard.demo_app", "worker", "-P", "threads",
+        [sys.executable, "-m", "celery", "-A", "chordguard.demo.app", "worker", "-P", "threads",
          "-c", "4", "-n", "demo@localhost", "--without-mingle", "--without-gossip",
          "-l", "INFO"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -101,7 +101,7 @@ def _delete_result(database: Path, task_id: str) -> None:
 
 def _cli(env: dict[str, str], *args: str) -> tuple[int, str]:
     """Run a chordguard command as a user would; return its exit code and output."""
-    command = [sys.executable, "-m", "chordguard", "-A", "chordguard.demo_app", *args]
+    command = [sys.executable, "-m", "chordguard", "-A", "chordguard.demo.app", *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     return done.returncode, Text.from_ansi(done.stdout + done.stderr)
 

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from celery import Celery
 from kombu.utils.json import loads
 
-from ..config import configured_store, default_store_exists, store_url
-from ..durable.barrier import Barrier, Policy
-from ..model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart
-from ..store import Barriers, open_store
+from ...config import configured_store, default_store_exists, store_url
+from ...model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart
+from ...store import Barriers, open_store
+from ...store.records import Barrier, Policy
 from . import Source
 
 NAME = "durable"

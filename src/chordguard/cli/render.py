@@ -9,8 +9,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .model import Chord, Severity, Snapshot, format_seconds, to_jsonable
-from .monitor import health_from
+from ..model import Chord, Severity, Snapshot, format_seconds, to_jsonable
+from ..monitor.api import health_from
 
 SCHEMA_VERSION = 1
 BAR_WIDTH = 12

@@ -9,7 +9,7 @@ import sys
 from celery import Celery
 from celery.app.utils import find_app
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 CONNECT_TIMEOUT = 3.0
 

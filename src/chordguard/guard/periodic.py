@@ -28,16 +28,16 @@ from typing import Any
 
 from celery import Celery
 
-from .actions import fail_chord
-from .collect import collect
-from .config import configured_store
-from .errors import ChordguardError, ConfigurationError
-from .metrics import exposition, make_registry
-from .monitor import health_from
-from .store import open_store
-from .store_view import store_view
-from .tracker import ChordTracker, Figures
-from .triage import reason, triage
+from ..actions import fail_chord
+from ..config import configured_store
+from ..errors import ChordguardError, ConfigurationError
+from ..monitor.api import health_from
+from ..monitor.collect import collect
+from ..monitor.metrics import exposition, make_registry
+from ..monitor.store_view import store_view
+from ..monitor.tracker import ChordTracker, Figures
+from ..monitor.triage import reason, triage
+from ..store import open_store
 
 log = logging.getLogger("chordguard.periodic")
 
