@@ -1,7 +1,8 @@
 """Apps for ``chordguard doctor`` tests, importable as ``-A tests.doctor_apps:NAME``.
 
 ``seed`` carries the configuration printed in the seed guide, read from the guide itself
-(shared/seeds beside the repository) so the test checks exactly what it recommends.
+(its configuration block, kept verbatim in tests/fixtures) so the test checks exactly what
+it recommends.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from celery import Celery
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_GUIDE = Path(os.environ.get("CG_SEED_GUIDE",
-                                 ROOT.parent / "shared" / "seeds" / "000_7a025ddaccade9c9.txt"))
+                                 ROOT / "tests" / "fixtures" / "seed_guide_configuration.txt"))
 BROKER = os.environ.get("CG_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 

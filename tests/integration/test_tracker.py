@@ -13,7 +13,6 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from chordguard.monitor.metrics import exposition, make_registry
 from chordguard.model import (
     Chord,
     ChordKind,
@@ -23,6 +22,7 @@ from chordguard.model import (
     SourceReport,
     UnlockCopy,
 )
+from chordguard.monitor.metrics import exposition, make_registry
 from chordguard.monitor.tracker import ChordTracker
 from chordguard.web.snapshots import SnapshotCache
 from tests.chordapp import make_app
