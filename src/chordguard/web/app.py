@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .._urls import mask_text
+from ..actions import dead_letters as letters
 from ..actions import fail_chord
 from ..errors import ChordguardError, DeadLetterError
 from ..model import ChordKind, to_jsonable
@@ -165,9 +166,9 @@ def create_app(app: Celery, token: str | None = None, stuck_after_hours: float =
             if store is None:
                 raise DeadLetterError("no dead-letter queue: the guard's store is not configured")
             if action == "replay":
-                outcome = await asyncio.to_thread(dead_letters.replay, board.app, store, letter)
+                outcome = await asyncio.to_thread(letters.replay, board.app, store, letter)
             else:
-                outcome = await asyncio.to_thread(dead_letters.drop, store, letter, reason)
+                outcome = await asyncio.to_thread(letters.drop, store, letter, reason)
         except DeadLetterError as exc:
             return _error(404, str(exc))
         except ChordguardError as exc:
