@@ -110,6 +110,7 @@ class Chord:
     sources: list[str] = field(default_factory=list)
     callback_signature: dict[str, Any] | None = None
     diagnoses: list[Diagnosis] = field(default_factory=list)
+    ended: str | None = None  # no longer in flight: when, how and why (journal, barrier)
 
     @property
     def blocking(self) -> bool:

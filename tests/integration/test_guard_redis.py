@@ -50,6 +50,10 @@ def test_reaper_fails_a_counter_lost_chord_by_its_deadline(guarded):
     assert record.state == DEAD_LETTERED and record.reason.startswith("counter_lost")
     letter = letter_for(url, result.parent.id)
     assert sorted(letter.inputs) == [1, 2]
+    shown = chordguard_cli(cluster, "inspect", result.parent.id, "--json")  # ended: its story
+    assert shown.returncode == 0, shown.stderr
+    story = json.loads(shown.stdout)["chords"][0]["ended"]
+    assert story.startswith("dead_lettered at") and "counter_lost" in story and letter.id in story
 
 
 def test_header_envelopes_breaker_and_the_dead_letter_cli(guarded):

@@ -111,6 +111,8 @@ def chord_detail(chord: Chord, verbose: bool) -> Group:
     ]
     if chord.deadline_at:
         rows.append(("deadline", chord.deadline_at.isoformat()))
+    if chord.ended:
+        rows.insert(0, ("ENDED", chord.ended))
     for key, value in rows:
         facts.add_row(key, value)
     parts: list[Any] = [facts]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
+import celery
 from celery import Celery
 
 from ..errors import UnknownChordError, UnreachableError
 from ..model import Chord, ChordKind, Snapshot
-from .collect import collect
+from .collect import cluster_facts, collect
+from .sources import durable, journal
 
 LOOKS_FOR_ONE_CHORD = 3
 
@@ -26,8 +29,15 @@ def find_chord(app: Celery, chord_id: str) -> tuple[Snapshot, Chord]:
     A polled chord is seen only through its chord_unlock message, which can be in transit
     (between a retry's publish and a worker's receipt) at the instant of a look; so a chord
     not seen is looked for again, out of phase with the retry interval, before it is called
-    unknown. Raises UnknownChordError, or UnreachableError when no source answered.
+    unknown. A chord that has ended is found in the guard's journal or the durable store
+    (``Chord.ended`` tells when, how and why) without waiting. Raises UnknownChordError, or
+    UnreachableError when no source answered.
     """
+    for source in (journal, durable):
+        over = source.ended(app, chord_id)
+        if over is not None:
+            return Snapshot(taken_at=datetime.now(UTC), celery_version=celery.__version__,
+                            facts=cluster_facts(app), chords=[over]), over
     for look in range(LOOKS_FOR_ONE_CHORD):
         if look:
             time.sleep(1.5 * float(app.conf.result_chord_retry_interval or 1.0))

@@ -14,7 +14,7 @@ from kombu.utils.json import loads
 from ...config import configured_store, default_store_exists, store_url
 from ...model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart
 from ...store import Barriers, open_store
-from ...store.records import Barrier, Policy
+from ...store.records import FINAL, Barrier, Policy
 from . import Source
 
 NAME = "durable"
@@ -83,6 +83,21 @@ def _callback_state(barrier: Barrier) -> str:
 
 def _when(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
+
+
+def ended(app: Celery, chord_id: str) -> Chord | None:
+    """The barrier's story of durable chord ``chord_id`` if it has ended, else None."""
+    if not applies(app):
+        return None
+    store = open_store(store_url(app))
+    barrier = store.barrier(chord_id)
+    if barrier is None or barrier.state not in FINAL:
+        return None
+    chord = to_chord(store, barrier, barrier.finished_at or barrier.updated_at)
+    chord.age = chord.idle = None
+    when = _when(barrier.finished_at or barrier.updated_at).isoformat()
+    chord.ended = f"{barrier.state.value} at {when}: {barrier.reason or 'callback finished'}"
+    return chord
 
 
 SOURCE = Source(NAME, applies, read)

@@ -26,6 +26,7 @@ from . import Source
 NAME = "journal"
 URL_APP = "chordguard-monitor"  # appctx's app built from URLs: it shows every app's chords
 CALLBACK_CHECK_LIMIT = 2000
+DEAD_LETTER_LOOKUP = 10_000  # newest letters searched for an ended chord's letter
 
 
 def applies(app: Celery) -> bool:
@@ -82,6 +83,26 @@ def _finished_callbacks(app: Celery, callback_ids: list[str]) -> set[str]:
         return {i for i, m in zip(callback_ids, metas, strict=True)
                 if m.get("status") in READY_STATES}
     return {i for i in callback_ids if backend.get_task_meta(i).get("status") in READY_STATES}
+
+
+def ended(app: Celery, chord_id: str) -> Chord | None:
+    """The journal's story of ``chord_id`` (a group id) if it has ended, else None: when it
+    ended, how, why, and its dead letter."""
+    if not applies(app):
+        return None
+    store = open_store(store_url(app))
+    record = store.chord(chord_id)
+    if record is None or record.open:
+        return None
+    chord = to_chord(record, record.ended_at or record.created_at)
+    chord.age = chord.idle = None  # ages of an ended chord would only mislead
+    when = datetime.fromtimestamp(record.ended_at, UTC).isoformat() if record.ended_at else "?"
+    letter = next((d for d in store.dead_letters(limit=DEAD_LETTER_LOOKUP)
+                   if d.chord_id == record.id), None)
+    chord.ended = (f"{record.state} at {when}: {record.reason or 'no reason recorded'}"
+                   + (f"; dead letter {letter.id} ({letter.state})" if letter else ""))
+    chord.evidence["ended"] = "journal: terminal state written when the chord ended"
+    return chord
 
 
 SOURCE = Source(NAME, applies, read)
