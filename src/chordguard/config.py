@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -19,7 +20,8 @@ from ._urls import mask_url
 from .errors import ConfigurationError
 from .store.protocols import DEFAULT_RETENTION
 
-DEFAULT_STORE = "sqlite:///chordguard.sqlite"
+STATE_DIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+DEFAULT_STORE = f"sqlite:///{STATE_DIR / 'chordguard' / 'chordguard.sqlite'}"  # per user, any cwd
 STORE_ENV = "CHORDGUARD_STORE"
 
 
@@ -47,7 +49,14 @@ def store_url(app: Celery | None = None, explicit: str | None = None) -> str:
 
 def default_store_exists() -> bool:
     """Does the default SQLite file exist here (a guard may have written to it)?"""
-    return os.path.exists(DEFAULT_STORE.removeprefix("sqlite:///"))
+    return sqlite_path(DEFAULT_STORE).exists()
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///FILE`` store URL, or None for any other store."""
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        return None
+    return Path(url.removeprefix("sqlite:///").split("?")[0])
 
 
 GUARD_ATTRIBUTE = "_chordguard_guard"  # where install(app) keeps the guard on the app

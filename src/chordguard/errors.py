@@ -34,5 +34,9 @@ class CircuitOpenError(ChordguardError):
     """A guarded callback was not run: its breaker is open or it already ran once."""
 
 
+class NoStoreError(ChordguardError):
+    """The store a read-only command was pointed at does not exist (it is never created)."""
+
+
 class DeadLetterError(ChordguardError):
     """A dead letter cannot be found, replayed or dropped as asked."""

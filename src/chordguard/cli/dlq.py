@@ -7,20 +7,25 @@ installed), else ``CHORDGUARD_STORE``, else the default SQLite file.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import click
 from rich.panel import Panel
 from rich.table import Table
 
 from .._timeouts import within
+from .._urls import mask_text
 from ..actions.dead_letters import drop, replay, waiting
-from ..config import store_url
+from ..config import sqlite_path, store_url
+from ..errors import NoStoreError, UnreachableError
 from ..model import to_jsonable
-from ..store import Store, open_store
+from ..store import Store, open_store, unavailable_errors
 from ..store.records import DLQ_DEAD, DeadLetter
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, FiniteFloat, command, settings
 
+T = TypeVar("T")
 STORE_TIMEOUT = 10.0
 LETTERS: list[click.Command] = []
 STORE = click.option("--store", "store", metavar="URL",
@@ -28,9 +33,27 @@ STORE = click.option("--store", "store", metavar="URL",
 
 
 def _store(url: str | None) -> Store:
+    """The store to read, never created here: a SQLite file that does not exist yet holds
+    nothing (NoStoreError says where it was looked for)."""
     opts = settings()
     app = opts.app if (opts.app_path or opts.celery_app is not None) and not url else None
-    return open_store(store_url(app, url))
+    resolved = store_url(app, url)
+    backing = open_store(resolved)
+    path = sqlite_path(resolved)
+    if path is not None and not path.exists():
+        raise NoStoreError(f"no store at {backing.describe()}: nothing has been recorded there "
+                           "(give --store URL, or -A with the guard installed)")
+    return backing
+
+
+def _call(backing: Store, fn: Callable[..., T], *args: Any) -> T:
+    """One store call, bounded in time; a store that is down is a one-line error."""
+    try:
+        return within(STORE_TIMEOUT, "store", fn, *args)
+    except unavailable_errors() as exc:
+        first = mask_text(str(exc)).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UnreachableError(f"store {backing.describe()} unreachable: "
+                               f"{first or type(exc).__name__}") from exc
 
 
 def _when(stamp: float | None) -> str:
@@ -43,9 +66,15 @@ def _when(stamp: float | None) -> str:
 def list_letters(store: str | None, everything: bool) -> int:
     """Dead letters waiting (newest first); exit 1 when any is waiting."""
     opts = settings()
-    backing = _store(store)
-    letters = within(STORE_TIMEOUT, "store", backing.dead_letters,
-                     None if everything else DLQ_DEAD)
+    try:
+        backing = _store(store)
+    except NoStoreError as exc:
+        if opts.json:
+            opts.emit_json({"schema": "chordguard.dlq/1", "store": None, "dead_letters": []})
+        else:
+            opts.console.print(f"[green]no dead letters[/]: {exc}")
+        return EXIT_OK
+    letters = _call(backing, backing.dead_letters, None if everything else DLQ_DEAD)
     if opts.json:
         opts.emit_json({"schema": "chordguard.dlq/1", "store": backing.describe(),
                         "dead_letters": to_jsonable(letters)})
@@ -67,7 +96,8 @@ def list_letters(store: str | None, everything: bool) -> int:
 def show(store: str | None, letter_id: str) -> int:
     """One dead letter: why, its inputs and the traceback."""
     opts = settings()
-    letter = within(STORE_TIMEOUT, "store", _find, _store(store), letter_id)
+    backing = _store(store)
+    letter = _call(backing, _find, backing, letter_id)
     if opts.json:
         opts.emit_json({"schema": "chordguard.dlq/1", "dead_letter": to_jsonable(letter)})
         return EXIT_OK
@@ -104,7 +134,8 @@ def replay_letter(store: str | None, letter_id: str, wait: float) -> int:
     """Run the letter's callback once more with its stored inputs (after the fix)."""
     opts = settings()
     app = opts.app
-    outcome = replay(app, _store(store), letter_id)
+    backing = _store(store)
+    outcome = _call(backing, replay, app, backing, letter_id)
     code = EXIT_OK
     if wait:
         result = app.AsyncResult(outcome["task_id"])
@@ -131,7 +162,8 @@ def replay_letter(store: str | None, letter_id: str, wait: float) -> int:
 def drop_letter(store: str | None, letter_id: str, reason: str) -> int:
     """Settle a dead letter without replaying it; the record and the reason stay."""
     opts = settings()
-    outcome = within(STORE_TIMEOUT, "store", drop, _store(store), letter_id, reason)
+    backing = _store(store)
+    outcome = _call(backing, drop, backing, letter_id, reason)
     if opts.json:
         opts.emit_json({"schema": "chordguard.dlq/1", "dropped": outcome})
     else:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+from urllib.parse import urlsplit
 
+from .._urls import mask_url
 from ..errors import ConfigurationError
 from .protocols import DEFAULT_RETENTION, Store
 
@@ -32,8 +34,6 @@ def by_url(url: str) -> type[Store]:
     scheme = url.partition("://")[0].partition("+")[0].lower() if "://" in url else ""
     path = BACKENDS.get(scheme)
     if path is None:
-        from .._urls import mask_url
-
         raise ConfigurationError(
             f"unknown store URL {mask_url(url)!r}: use memory://, sqlite:///FILE, "
             "postgresql+psycopg://..., redis://, rediss:// or unix://")
@@ -41,11 +41,23 @@ def by_url(url: str) -> type[Store]:
     return getattr(importlib.import_module(module), name)
 
 
+def _check_redis_db(url: str) -> None:
+    """``redis://host/notanumber`` must not silently read database 0."""
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss"):
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise ConfigurationError(f"store URL {mask_url(url)!r}: the Redis database must be "
+                                     f"a number (redis://host:6379/0), not {db!r}")
+
+
 @functools.cache
 def open_store(url: str, retention: float = DEFAULT_RETENTION) -> Store:
     """The store for ``url`` (one per process, URL and retention); nothing connects until
     first use, when SQL tables are created. Raises ConfigurationError for an unknown scheme.
     """
-    store = by_url(url)(url)
+    cls = by_url(url)
+    _check_redis_db(url)
+    store = cls(url)
     store.retention = retention
     return store

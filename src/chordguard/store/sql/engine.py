@@ -38,6 +38,7 @@ def engine(url: str) -> Engine:
 
 def _create(url: str) -> Engine:
     if url.startswith("sqlite"):
+        _make_parent(url)
         created = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT,
                                                    "check_same_thread": False})
 
@@ -51,6 +52,13 @@ def _create(url: str) -> Engine:
         return created
     connect_args = {"connect_timeout": CONNECT_TIMEOUT} if url.startswith("postgresql") else {}
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _make_parent(url: str) -> None:
+    """A writer's SQLite file gets its folder (the default store lives under ~/.local/state)."""
+    path = url.removeprefix("sqlite:///").split("?")[0]
+    if url.startswith("sqlite:///") and path and path != ":memory:":
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
 
 def run(bound: Engine, fn: Callable[[Connection], T]) -> T:
