@@ -1,0 +1,39 @@
+"""The package's front door: a lazy public API and a quiet Ctrl-C while the CLI loads."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import chordguard
+
+
+def test_every_public_name_resolves_and_nothing_else_is_exported():
+    assert sorted(chordguard.__all__) == sorted(chordguard._EXPORTS)
+    for name in chordguard.__all__:
+        assert getattr(chordguard, name) is not None, name
+    with pytest.raises(AttributeError):
+        chordguard.no_such_name  # noqa: B018
+
+
+def test_import_chordguard_loads_nothing_heavy():
+    code = ("import sys, chordguard; heavy = [m for m in ('celery', 'sqlalchemy', 'redis', "
+            "'starlette', 'rich') if m in sys.modules]; print(heavy)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3])
+def test_ctrl_c_while_the_cli_starts_exits_130_without_a_traceback(delay):
+    process = subprocess.Popen([sys.executable, "-m", "chordguard", "--broker",
+                                "redis://127.0.0.1:1/0", "status"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert process.returncode == 130 and err.strip() == "interrupted"
