@@ -192,3 +192,25 @@ def test_a_failed_journal_leaves_the_chord_as_celery_runs_it(make_cluster, tmp_p
     assert "chordguard" not in (body.options.get("headers") or {})  # published unchanged
     assert REGISTRY.get_sample_value("chordguard_journal_failures_total") == failures + 1
     assert result.get(timeout=20) == 6
+
+
+def test_a_chord_bodied_chord_celery_failed_is_closed_not_failed_again(make_cluster, tmp_path):
+    """Redis: a header fails; Celery fails the chord body itself (on the callback's own id,
+    not a task of the body). Past the deadline the reaper closes the record as failed, never
+    dead-letters it as counter_lost, and runs no errback a second time."""
+    conf = guard_conf(tmp_path, deadline=4)
+    url = conf["guard"]["store"]
+    cluster = make_cluster(REDIS_URL, REDIS_URL, conf)
+    cluster.start_worker()
+    app, key = cluster.app, f"cg:{cluster.namespace}:errbacks"
+    body = chord([app.signature("t.collect"), app.signature("t.collect")],
+                 app.signature("t.collect"))
+    result = chord([app.signature("t.add", (1, 1)), app.signature("t.fail", ("header",))])(
+        body.set(link_error=[app.signature("t.note", kwargs={"key": key})]))
+    with pytest.raises(Exception, match="header"):
+        result.get(timeout=30)
+    wait_for(lambda: trace_redis().llen(key) >= 1, 20, what="the errback Celery runs")
+    record = ended(url, result.parent.id, timeout=30)
+    assert record.state == "failed" and record.reason == "callback FAILURE recorded by Celery"
+    assert [d for d in open_store(url).dead_letters() if d.chord_id == result.parent.id] == []
+    assert trace_redis().llen(key) == 1  # Celery's one errback run, not a second

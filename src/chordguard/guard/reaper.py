@@ -59,19 +59,24 @@ def _end(guard: Guard, record: ChordRecord, now: float) -> bool:
 
 
 def _body_outcome(guard: Guard, record: ChordRecord) -> str | None:
-    """SUCCESS/FAILURE once every task Celery waits on for the body is ready; else its
-    state (PENDING, ...), or None when the body is unknown."""
+    """SUCCESS/FAILURE once every task Celery waits on for the body is ready, or FAILURE
+    when Celery itself failed the callback (a failed header: Celery marks the callback's own
+    id, which for a chord body is not a task of the body); else PENDING, or None when
+    neither the body nor the callback id is known."""
+    outcome = None
     if record.callback:
         try:
-            tree = result_tree(record.callback)
+            outcome = body_outcome(guard.app, result_tree(record.callback)) or "PENDING"
         except UnknownBody:
-            tree = None
-        if tree is not None:
-            return body_outcome(guard.app, tree) or "PENDING"
+            outcome = None
+    if outcome in ("SUCCESS", "FAILURE"):
+        return outcome
     if record.callback_id:
         state = guard.app.AsyncResult(record.callback_id).state
-        return "FAILURE" if state in FAILED_STATES else state
-    return None
+        if state in FAILED_STATES:
+            return "FAILURE"
+        return outcome or state
+    return outcome
 
 
 def _counter_lost(guard: Guard, record: ChordRecord) -> bool:
