@@ -127,6 +127,11 @@ def register_tasks(app: Celery) -> None:
         """An errback (gets the failed task's id) that leaves one Redis list entry per run."""
         trace_redis().rpush(key, json.dumps(value))
 
+    @app.task(shared=False, name="t.loud_errback")
+    def loud_errback(request, exc, traceback):
+        """An old-style errback: Celery runs it in the process that marks the failure."""
+        print(f"LOUD ERRBACK for {request.id}: {exc}")
+
     @app.task(shared=False, name="t.stamp")
     def stamp(value=None):
         """A header that returns the wall time it finished at."""

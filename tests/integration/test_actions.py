@@ -85,13 +85,17 @@ def test_revoke_by_id_fails_exactly_that_chord(make_cluster):
     cluster = make_cluster(REDIS_URL, PG_BACKEND)
     cluster.start_worker()
     app = cluster.app
-    doomed = chord([app.signature("t.sleep", (30,))])(app.signature("t.tsum"))
+    doomed = chord([app.signature("t.sleep", (30,))])(
+        app.signature("t.tsum").on_error(app.signature("t.loud_errback")))
     spared = chord([app.signature("t.sleep", (4, 5))])(app.signature("t.tsum"))
     wait_for(lambda: doomed.parent.id in [c.id for c in get_active_chord_unlocks(app)],
              what="the chord in flight")
 
-    code, done = cli_json(cluster, "revoke", doomed.parent.id)
-    assert code == 0 and [p["chord_id"] for p in done["chords"]] == [doomed.parent.id]
+    loud = chordguard_cli(cluster, "revoke", doomed.parent.id, "--json")  # printing errback
+    assert loud.returncode == 0, loud.stderr
+    done = json.loads(loud.stdout)  # still valid JSON: the errback printed to stderr
+    assert [p["chord_id"] for p in done["chords"]] == [doomed.parent.id]
+    assert "LOUD ERRBACK" in loud.stderr and "LOUD" not in loud.stdout
     wait_for(lambda: doomed.state == "FAILURE", what="callback FAILURE")
     assert "failed on request" in str(doomed.result)
     assert spared.get(timeout=30) == 5  # the other chord ran on, untouched

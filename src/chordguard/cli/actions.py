@@ -46,7 +46,8 @@ def revoke(chord_ids: tuple[str, ...], max_hours: float, dry_run: bool, force: b
     for chord in targets:
         reason = "; ".join(d.summary for d in chord.diagnoses if d.severity == "blocking") \
             or "failed on request (chordguard revoke)"
-        plan = plan_fail(chord, reason) if dry_run else fail_chord(opts.app, chord, reason)
+        with opts.user_code_output():
+            plan = plan_fail(chord, reason) if dry_run else fail_chord(opts.app, chord, reason)
         done.append(plan)
         if not opts.json:
             verb = "would fail" if dry_run else "failed"
@@ -86,7 +87,8 @@ def clean(force: bool, all_queues: bool, dry_run: bool) -> int:
         details = "; ".join(f"{s.name}: {s.detail}" for s in snapshot.sources if not s.ok)
         raise UnreachableError(f"not cleaning on a partial view ({details})")
     queues = candidate_queues(opts.app, snapshot.facts.consumed_queues or set())
-    report = purge_coordination(opts.app, snapshot.chords, queues, all_queues, dry_run)
+    with opts.user_code_output():
+        report = purge_coordination(opts.app, snapshot.chords, queues, all_queues, dry_run)
     if opts.json:
         opts.emit_json({"schema": "chordguard.clean/1", **to_jsonable(report)})
         return EXIT_OK

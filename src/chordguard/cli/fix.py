@@ -48,7 +48,8 @@ def describe(chord: Chord) -> str:
 
 def act(opts: Settings, chord: Chord, dry_run: bool) -> FailPlan:
     why = reason(chord, "chordguard fix")
-    plan = plan_fail(chord, why) if dry_run else fail_chord(opts.app, chord, why)
+    with opts.user_code_output():
+        plan = plan_fail(chord, why) if dry_run else fail_chord(opts.app, chord, why)
     if not opts.json:
         verb = "would fail" if dry_run else "failed"
         opts.console.print(f"  [bold]{verb}[/] {chord.id}")
