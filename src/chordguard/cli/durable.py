@@ -19,7 +19,11 @@ from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, FiniteFloat, command, settings
               help="Seconds between passes.")
 @click.option("--once", is_flag=True, help="One pass, then exit (1 if another reaper is active).")
 def reap_command(store: str | None, interval: float, once: bool) -> int:
-    """Fail durable chords past their deadline or stalled; re-dispatch dead claims."""
+    """Fail durable chords past their deadline or stalled; re-dispatch dead claims.
+
+    Runs pass after pass until interrupted (Ctrl-C: exit 130), one reaper at a time across
+    hosts; --once does one pass and exits. A guarded worker already reaps on its own.
+    """
     opts = settings()
     app = opts.app
 
@@ -40,6 +44,7 @@ def reap_command(store: str | None, interval: float, once: bool) -> int:
         return EXIT_OK if report.locked else EXIT_PROBLEMS
     if not opts.json:
         opts.console.print(f"reaping durable chords of {app.main} in "
-                           f"{mask_url(store_url(app, store))} every {interval:g} s")
+                           f"{mask_url(store_url(app, store))} every {interval:g} s "
+                           "until interrupted (Ctrl-C; --once for a single pass)")
     reap_forever(app, interval, store, threading.Event(), on_pass=show)
     return EXIT_OK
