@@ -7,10 +7,20 @@ from tests.cluster import ROOT
 
 
 def test_demo_finds_the_lost_header_and_fails_the_chord(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "chordguard", "demo", "--dir", str(tmp_path)],
+    root = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "chordguard", "demo", "--dir", str(root)],
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "The healthy chord" in out and "285" in out and "SUCCESS" in out
+    first_status = out.split("chordguard status")[1].split("chordguard check")[0]
+    assert "lost_header" in first_status and " healthy" not in first_status
+    assert "is now FAILURE" in out and "ChordError" in out
+    assert f"demo files removed ({root})" in out.replace("\n", "") and not root.exists()
+
+
+def test_demo_keeps_its_files_when_asked(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "chordguard", "demo", "--dir", str(tmp_path),
+                           "--keep"], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "sum of squares 0..9 = 285" in done.stdout
-    assert "lost_header" in done.stdout
-    assert "is now FAILURE" in done.stdout and "ChordError" in done.stdout
-    assert (tmp_path / "results.sqlite").exists()
+    assert (tmp_path / "results.sqlite").exists() and "demo files kept in" in done.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -14,7 +15,20 @@ from . import COMMANDS, command, settings
 @command(COMMANDS, name="demo")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               help="Where the embedded broker and results live (default: a new temp dir).")
-def demo(directory: Path | None) -> int:
-    """Start an embedded cluster (no servers), make a chord get stuck, and catch it."""
+@click.option("--keep", is_flag=True, help="Keep the demo's files (broker, results, logs).")
+def demo(directory: Path | None, keep: bool) -> int:
+    """Start an embedded cluster (no servers), make a chord get stuck, and catch it.
+
+    Its files live in a new temporary folder (or --dir) and are removed at the end unless
+    --keep is given.
+    """
+    console = settings().console
     root = directory or Path(tempfile.mkdtemp(prefix="chordguard-demo-"))
-    return run_demo(root, settings().console)
+    try:
+        return run_demo(root, console)
+    finally:
+        if keep:
+            console.print(f"demo files kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+            console.print(f"demo files removed ({root}); --keep keeps them")

@@ -17,6 +17,7 @@ from pathlib import Path
 from celery import chord
 from rich.console import Console
 from rich.rule import Rule
+from rich.table import Table
 from rich.text import Text
 
 from ..errors import ChordguardError
@@ -44,7 +45,13 @@ def run_demo(root: Path, console: Console) -> int:
 
         healthy = chord(app.signature("demo.square", (i,)) for i in range(10))(
             app.signature("demo.total"))
-        console.print(f"healthy chord: sum of squares 0..9 = {healthy.get(timeout=60)}")
+        total = healthy.get(timeout=60)
+        finished = Table("chord id", "callback", "header", "state", "result",
+                         title="The healthy chord (finished: it leaves the in-flight list)",
+                         title_justify="left")
+        finished.add_row(healthy.parent.id, "demo.total", "10 x demo.square", healthy.state,
+                         str(total))
+        console.print(finished)
 
         quick = app.signature("demo.square", (3,))
         slow = app.signature("demo.slow", (4, 1))
@@ -55,10 +62,9 @@ def run_demo(root: Path, console: Console) -> int:
         console.print(f"stuck chord {stuck.parent.id}: deleted header {quick_id}'s result "
                       "(as result_expires or backend_cleanup would) while the slow header ran;"
                       " celery.chord_unlock will now poll forever")
-        time.sleep(5)
-
-        console.print(Rule("chordguard status"))
-        console.print(_cli(env, "status")[1])
+        console.print(Rule("chordguard status  (once the lost-header grace has passed)"))
+        console.print(_until(env, ("status",), lambda _, out: "lost_header" in out,
+                             "status to diagnose the stuck chord"))
         console.print(Rule("chordguard check --max-hours 1"))
         check = _until(env, ("check", "--max-hours", "1"), lambda code, _: code == 1,
                        "check to report the stuck chord")
