@@ -1,18 +1,55 @@
 """Everything that differs between the Celery versions chordguard supports (5.3 to 5.7).
 
 Other modules ask this one; none of them checks a Celery version or probes with ``hasattr``.
+Checked against each release's source (5.3.6, 5.4.0, 5.5.3, 5.6.3, 5.7.0) and real runs
+(``scripts/compat-matrix``). Same on every supported version, so nothing to switch on:
+``inspect``'s ``time_start`` (wall time, converted by ``Request.on_accepted``, and only the
+current run's start), ``celery.chord_unlock``'s arguments, ``chord_error_from_stack``.
+
+Readers of Celery's state (monitor, clean) handle every version's keys and rows whatever
+Celery is installed where they run: the workers that wrote them may run another version.
 """
 
 from __future__ import annotations
 
+import io
+import pickle
 from typing import Any
 
+import celery
 from celery.exceptions import ChordError
+
+CELERY = tuple(int(part) for part in celery.__version__.split(".")[:2])
+"""The installed Celery's (major, minor)."""
+SUPPORTED = ((5, 3), (5, 7))
+"""The oldest and newest Celery minor chordguard is tested with."""
 
 try:  # celery >= 5.6: a ChordError carries the header's exception as its __cause__
     from celery.backends.base import _create_chord_error_with_cause
 except ImportError:  # celery 5.3 - 5.5: a bare ChordError
     _create_chord_error_with_cause = None
+
+try:  # celery >= 5.7: database results are bytes, optionally compressed
+    from celery.backends.base import decompress_payload as _decompress_payload
+except ImportError:  # celery 5.3 - 5.6: a PickleType column holding the encoded result
+    _decompress_payload = None
+
+REDIS_CHORD_SUFFIXES = (".s", ".j", ".t", ".d", ".c")
+"""Every Redis chord key any supported Celery writes: ``.s`` size, ``.j`` finished parts,
+``.t`` extra count (all versions); ``.d`` part dedup and ``.c`` dispatch claim (5.7 only).
+Read and cleaned all together whatever the installed version."""
+REDIS_CHORD_SUFFIXES_WRITTEN = REDIS_CHORD_SUFFIXES if CELERY >= (5, 7) else (".s", ".j", ".t")
+"""The keys the installed Celery writes for a Redis chord."""
+REDIS_PARTS_DEDUPLICATED = CELERY >= (5, 7)
+"""A redelivered header part counts once (5.7); before, it counts twice and can run the
+callback twice or early."""
+
+UNLOCK_GIVE_UP_FAILS_CALLBACK = CELERY >= (5, 7)
+"""When ``celery.chord_unlock`` cannot retry (``max_retries`` annotation exhausted, broker
+refusal), 5.7 fails the callback with ChordError; 5.3 - 5.6 leave it PENDING forever."""
+NESTED_CHAIN_FAILURE_PROPAGATES = CELERY >= (5, 7)
+"""celery#9674 (fixed in 5.7): a task failing inside a chain that is a chord header member
+leaves the chain's last result PENDING, and ``chord_unlock`` polls it forever."""
 
 
 def chord_error(message: str, cause: BaseException | None = None) -> ChordError:
@@ -29,3 +66,28 @@ def publish_callback(app: Any, callback: Any, results: Any) -> Any:
     if retry_publish is None:
         return callback.delay(results)
     return retry_publish(callback.delay, results)
+
+
+def stored_result(raw: bytes | None) -> Any:
+    """The encoded result in a raw ``celery_taskmeta.result`` value, never unpickling code.
+
+    5.7 writes the serializer's bytes (maybe compressed); 5.3 - 5.6 pickle the serializer's
+    string into the column. Both are accepted whichever Celery runs here. Raises
+    ``ValueError`` when the value is neither.
+    """
+    if raw is None:
+        return None
+    raw = bytes(raw)
+    if raw[:1] == b"\x80":  # a pickle (protocol 2+): only plain values are accepted
+        try:
+            return _PlainUnpickler(io.BytesIO(raw)).load()
+        except (pickle.UnpicklingError, EOFError) as exc:
+            raise ValueError(f"not a plain pickle: {exc}") from exc
+    return raw if _decompress_payload is None else _decompress_payload(raw)
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Loads str/bytes/numbers/containers only: any class or function reference is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise ValueError(f"refusing to unpickle {module}.{name}")

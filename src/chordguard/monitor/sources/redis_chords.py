@@ -20,7 +20,7 @@ from celery import Celery
 
 from ...model import FAILED_STATES, Chord, ChordKind, ClusterFacts, Duration, HeaderPart
 from . import Source, uses_redis_backend
-from .redis_keys import RawChord, RawPart, read_chords, read_metas, scan_group_ids
+from .redis_keys import SUFFIXES, RawChord, RawPart, read_chords, read_metas, scan_group_ids
 
 NAME = "redis_chords"
 
@@ -54,7 +54,7 @@ def to_chord(raw: RawChord, expires: int, now: datetime, group_prefix: str) -> C
     chord.failed = sum(1 for p in raw.parts if p.state in FAILED_STATES)
     chord.header = [header_part(p) for p in raw.parts if p.task_id]
     chord.header.sort(key=lambda p: (p.index is None, p.index or 0))
-    for suffix in (".s", ".j", ".t", ".d", ".c"):
+    for suffix in SUFFIXES:
         ttl = raw.ttl_ms.get(suffix, -2)
         if suffix == ".s" or ttl != -2:
             seconds = None if ttl == -2 else (-1 if ttl == -1 else ttl // 1000)
