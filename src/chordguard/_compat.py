@@ -44,6 +44,10 @@ REDIS_PARTS_DEDUPLICATED = CELERY >= (5, 7)
 """A redelivered header part counts once (5.7); before, it counts twice and can run the
 callback twice or early."""
 
+RESULT_CHORD_EXPIRES = CELERY >= (5, 7)
+"""The ``result_chord_expires`` setting exists (5.7); before, Redis chord keys expire with
+``result_expires`` and ``result_chord_expires`` is ignored."""
+
 UNLOCK_GIVE_UP_FAILS_CALLBACK = CELERY >= (5, 7)
 """When ``celery.chord_unlock`` cannot retry (``max_retries`` annotation exhausted, broker
 refusal), 5.7 fails the callback with ChordError; 5.3 - 5.6 leave it PENDING forever."""
@@ -57,6 +61,19 @@ def chord_error(message: str, cause: BaseException | None = None) -> ChordError:
     if _create_chord_error_with_cause is None:
         return ChordError(message)
     return _create_chord_error_with_cause(message=message, original_exc=cause)
+
+
+def chord_expires(conf: Any) -> Any:
+    """The setting that bounds a Redis chord's keys in the installed Celery: a number of
+    seconds, a timedelta, or None/0 for never."""
+    if RESULT_CHORD_EXPIRES and conf.get("result_chord_expires") is not None:
+        return conf.result_chord_expires
+    return conf.result_expires
+
+
+def redis_chord_expires(backend: Any) -> int:
+    """Seconds a Redis result backend gives each chord key (0: no expiry)."""
+    return int((backend.chord_expires if RESULT_CHORD_EXPIRES else backend.expires) or 0)
 
 
 def publish_callback(app: Any, callback: Any, results: Any) -> Any:

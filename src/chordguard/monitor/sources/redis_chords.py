@@ -18,6 +18,7 @@ from typing import Any
 
 from celery import Celery
 
+from ..._compat import redis_chord_expires
 from ...model import FAILED_STATES, Chord, ChordKind, ClusterFacts, Duration, HeaderPart
 from . import Source, uses_redis_backend
 from .redis_keys import SUFFIXES, RawChord, RawPart, read_chords, read_metas, scan_group_ids
@@ -34,7 +35,7 @@ def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
     raws = read_chords(client, backend.group_keyprefix, ordered, sorted(ids))
     raws = [raw for raw in raws if in_flight(raw)]
     read_metas(client, backend.task_keyprefix, raws)
-    expires = int(backend.chord_expires or 0)
+    expires = redis_chord_expires(backend)
     prefix = backend.group_keyprefix.decode(errors="replace")
     return [to_chord(raw, expires, facts.now, prefix) for raw in raws]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from .._compat import REDIS_CHORD_SUFFIXES as SUFFIXES
+from ..._compat import REDIS_CHORD_SUFFIXES as SUFFIXES
 
 SCAN_COUNT = 5000
 BATCH = 500  # chords per script call: a few ms of Redis time each
