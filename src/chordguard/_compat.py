@@ -4,7 +4,8 @@ Other modules ask this one; none of them checks a Celery version or probes with 
 Checked against each release's source (5.3.6, 5.4.0, 5.5.3, 5.6.3, 5.7.0) and real runs
 (``scripts/compat-matrix``). Same on every supported version, so nothing to switch on:
 ``inspect``'s ``time_start`` (wall time, converted by ``Request.on_accepted``, and only the
-current run's start), ``celery.chord_unlock``'s arguments, ``chord_error_from_stack``.
+current run's start), ``celery.chord_unlock``'s arguments, ``chord_error_from_stack``,
+``backend.group_keyprefix`` (whose building differs, see ``keyprefix_always_separated``).
 
 Readers of Celery's state (monitor, clean) handle every version's keys and rows whatever
 Celery is installed where they run: the workers that wrote them may run another version.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from dataclasses import dataclass
 from typing import Any
 
 import celery
@@ -38,22 +40,61 @@ REDIS_CHORD_SUFFIXES = (".s", ".j", ".t", ".d", ".c")
 """Every Redis chord key any supported Celery writes: ``.s`` size, ``.j`` finished parts,
 ``.t`` extra count (all versions); ``.d`` part dedup and ``.c`` dispatch claim (5.7 only).
 Read and cleaned all together whatever the installed version."""
-REDIS_CHORD_SUFFIXES_WRITTEN = REDIS_CHORD_SUFFIXES if CELERY >= (5, 7) else (".s", ".j", ".t")
-"""The keys the installed Celery writes for a Redis chord."""
-REDIS_PARTS_DEDUPLICATED = CELERY >= (5, 7)
-"""A redelivered header part counts once (5.7); before, it counts twice and can run the
-callback twice or early."""
 
-RESULT_CHORD_EXPIRES = CELERY >= (5, 7)
-"""The ``result_chord_expires`` setting exists (5.7); before, Redis chord keys expire with
-``result_expires`` and ``result_chord_expires`` is ignored."""
 
-UNLOCK_GIVE_UP_FAILS_CALLBACK = CELERY >= (5, 7)
-"""When ``celery.chord_unlock`` cannot retry (``max_retries`` annotation exhausted, broker
-refusal), 5.7 fails the callback with ChordError; 5.3 - 5.6 leave it PENDING forever."""
-NESTED_CHAIN_FAILURE_PROPAGATES = CELERY >= (5, 7)
-"""celery#9674 (fixed in 5.7): a task failing inside a chain that is a chord header member
-leaves the chain's last result PENDING, and ``chord_unlock`` polls it forever."""
+@dataclass(frozen=True)
+class CeleryFacts:
+    """How one Celery minor version treats chords (see the module docstring)."""
+
+    version: tuple[int, ...]
+
+    @property
+    def supported(self) -> bool:
+        return SUPPORTED[0] <= self.version[:2] <= SUPPORTED[1]
+
+    @property
+    def redis_suffixes_written(self) -> tuple[str, ...]:
+        """The Redis chord keys this version writes (``.d``/``.c`` from 5.7)."""
+        return REDIS_CHORD_SUFFIXES if self.version >= (5, 7) else (".s", ".j", ".t")
+
+    @property
+    def redis_parts_deduplicated(self) -> bool:
+        """A redelivered header part counts once (5.7); before, twice: the callback can run
+        early or twice."""
+        return self.version >= (5, 7)
+
+    @property
+    def result_chord_expires(self) -> bool:
+        """``result_chord_expires`` exists (5.7); before, Redis chord keys expire with
+        ``result_expires`` and the setting is ignored."""
+        return self.version >= (5, 7)
+
+    @property
+    def unlock_give_up_fails_callback(self) -> bool:
+        """When ``celery.chord_unlock`` cannot retry (``max_retries`` exhausted, broker
+        refusal), 5.7 fails the callback with ChordError; 5.3 - 5.6 leave it PENDING."""
+        return self.version >= (5, 7)
+
+    @property
+    def nested_chain_failure_propagates(self) -> bool:
+        """celery#9674, fixed in 5.7: a task failing inside a chain that is a chord header
+        member leaves the chain's last result PENDING and chord_unlock polls forever."""
+        return self.version >= (5, 7)
+
+    @property
+    def keyprefix_always_separated(self) -> bool:
+        """5.3/5.4 put '_' after every ``global_keyprefix``; 5.5+ only after one not ending
+        in ':_-.': workers either side of that upgrade build different Redis keys."""
+        return self.version < (5, 5)
+
+
+INSTALLED = CeleryFacts(CELERY)
+"""The facts of the Celery installed here."""
+REDIS_CHORD_SUFFIXES_WRITTEN = INSTALLED.redis_suffixes_written
+REDIS_PARTS_DEDUPLICATED = INSTALLED.redis_parts_deduplicated
+RESULT_CHORD_EXPIRES = INSTALLED.result_chord_expires
+UNLOCK_GIVE_UP_FAILS_CALLBACK = INSTALLED.unlock_give_up_fails_callback
+NESTED_CHAIN_FAILURE_PROPAGATES = INSTALLED.nested_chain_failure_propagates
 
 
 def chord_error(message: str, cause: BaseException | None = None) -> ChordError:

@@ -12,6 +12,7 @@ import redis
 from celery import Celery, chord, states
 from celery.app.task import Context
 
+from chordguard import _compat
 from chordguard.monitor.collect import collect
 from tests.chordapp import make_app
 from tests.cluster import AMQP_URL, REDIS_URL, Cluster, chordguard_cli, wait_for
@@ -69,9 +70,10 @@ def test_healthy_in_flight_chord(cluster_for, broker):
     assert sorted(p["state"] for p in found["header"]) == ["SUCCESS", "SUCCESS"]
     assert found["idle"]["seconds"] < 60 and not found["idle"]["lower_bound"]
     assert found["age"]["lower_bound"] and "Celery keeps no creation time" in found["age"]["basis"]
-    prefix = f"{cluster.namespace}:celery-taskset-meta-{gid}"
+    prefix = cluster.group_key(gid)
     keys = found["redis_keys"]
-    assert {prefix + s for s in (".s", ".j", ".d")} <= set(keys)
+    written = {".s", ".j", ".d"} & set(_compat.REDIS_CHORD_SUFFIXES_WRITTEN)  # .d: 5.7 only
+    assert {prefix + s for s in written} <= set(keys) and len(written) >= 2
     assert all(key.startswith(prefix) for key in keys)
     assert all(0 < ttl <= 86400 for ttl in keys.values())
 
@@ -111,7 +113,7 @@ def test_counter_lost(cluster_for, broker):
     cluster = cluster_for(broker)
     gid, result = apply_chord(cluster, [("t.sleep", 0.1), ("t.sleep", 30)])
     wait_seen(cluster, gid, lambda c: c["done"] == 1, what="first part done")
-    skey = f"{cluster.namespace}:celery-taskset-meta-{gid}.s"
+    skey = cluster.group_key(gid, ".s")
     assert redis.Redis.from_url(REDIS_URL).delete(skey) == 1
 
     code, doc = cli_json(cluster, "check", "--max-hours", "1")
@@ -133,9 +135,10 @@ def test_counter_lost(cluster_for, broker):
 
 @pytest.mark.parametrize("broker", BROKERS)
 def test_counter_expiring_then_lost(cluster_for, broker):
-    """A tiny result_chord_expires and a long header: warned before .s expires; once it has,
+    """A tiny chord expiry and a long header: warned before .s expires; once it has,
     the late part recreates .j without .s, and the chord can never finish."""
-    cluster = cluster_for(broker, {"result_chord_expires": 14})
+    setting = "result_chord_expires" if _compat.RESULT_CHORD_EXPIRES else "result_expires"
+    cluster = cluster_for(broker, {setting: 14})
     gid, result = apply_chord(cluster, [("t.sleep", 0.1), ("t.sleep", 20)])
     early = wait_seen(cluster, gid, lambda c: c["done"] == 1, what="first part done")
     assert early["diagnoses"] == []
@@ -168,14 +171,16 @@ def test_header_failed(cluster_for, broker):
 
 
 def test_orphaned_body(cluster_for):
-    """The worker that claimed the callback dispatch dies before publishing it."""
+    """The worker that claimed the callback dispatch (5.7: the .c key) dies before
+    publishing it."""
     cluster = cluster_for(REDIS_URL, {"cg_stall_publish_of": "t.tsum",
                                       "broker_connection_timeout": 1,
                                       "task_publish_retry": False})
     gid, result = apply_chord(cluster, [("t.add", 1, 1), ("t.add", 2, 2)])
-    ckey = f"{cluster.namespace}:celery-taskset-meta-{gid}.c"
-    claimed = wait_seen(cluster, gid, lambda c: c["done"] == 2 and ckey in c["redis_keys"],
-                        what="dispatch claimed")
+    ckey = cluster.group_key(gid, ".c")
+    claims = ".c" in _compat.REDIS_CHORD_SUFFIXES_WRITTEN
+    claimed = wait_seen(cluster, gid, lambda c: c["done"] == 2 and (ckey in c["redis_keys"])
+                        == claims, what="both parts done (and dispatch claimed on 5.7)")
     assert claimed["diagnoses"] == []
     cluster.workers[0].kill()
     orphan = wait_seen(cluster, gid, lambda c: c["diagnoses"], timeout=45, what="orphaned_body")
