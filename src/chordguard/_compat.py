@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,12 @@ class CeleryFacts:
         return self.version >= (5, 7)
 
     @property
+    def db_results_pickled(self) -> bool:
+        """``celery_taskmeta.result`` is a PickleType column (the result pickled) before 5.7,
+        the serializer's bytes from 5.7."""
+        return self.version < (5, 7)
+
+    @property
     def keyprefix_always_separated(self) -> bool:
         """5.3/5.4 put '_' after every ``global_keyprefix``; 5.5+ only after one not ending
         in ':_-.': workers either side of that upgrade build different Redis keys."""
@@ -126,12 +133,12 @@ def publish_callback(app: Any, callback: Any, results: Any) -> Any:
     return retry_publish(callback.delay, results)
 
 
-def stored_result(raw: bytes | None) -> Any:
-    """The encoded result in a raw ``celery_taskmeta.result`` value, never unpickling code.
+def stored_result(raw: bytes | None, decode: Callable[[bytes], Any]) -> Any:
+    """The result in a raw ``celery_taskmeta.result`` value, never unpickling code.
 
-    5.7 writes the serializer's bytes (maybe compressed); 5.3 - 5.6 pickle the serializer's
-    string into the column. Both are accepted whichever Celery runs here. Raises
-    ``ValueError`` when the value is neither.
+    5.7 writes the serializer's bytes (maybe compressed), read with ``decode``; 5.3 - 5.6
+    pickle the result itself into the column (PickleType). Both are accepted whichever Celery
+    runs here. Raises ``ValueError`` for a pickle of anything but plain values.
     """
     if raw is None:
         return None
@@ -141,7 +148,7 @@ def stored_result(raw: bytes | None) -> Any:
             return _PlainUnpickler(io.BytesIO(raw)).load()
         except (pickle.UnpicklingError, EOFError) as exc:
             raise ValueError(f"not a plain pickle: {exc}") from exc
-    return raw if _decompress_payload is None else _decompress_payload(raw)
+    return decode(raw if _decompress_payload is None else _decompress_payload(raw))
 
 
 class _PlainUnpickler(pickle.Unpickler):

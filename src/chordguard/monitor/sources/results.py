@@ -79,6 +79,6 @@ def _result(payload: bytes | None, json_results: bool) -> Any:
     if not json_results:
         return "<not decoded: the result serializer is not JSON>"
     try:
-        return json.loads(stored_result(payload))
+        return stored_result(payload, json.loads)
     except (ValueError, TypeError):
         return "<not decoded: not valid JSON>"
