@@ -31,9 +31,9 @@ def test_installed_version_is_supported_and_known():
 
 @pytest.mark.parametrize(("version", "codes"), [
     ((5, 3), {"nested_chain_failure", "unlock_gives_up_silently", "redis_parts_counted_twice",
-              "no_result_chord_expires", "keyprefix_separator"}),
+              "errback_taken_for_old_style", "no_result_chord_expires", "keyprefix_separator"}),
     ((5, 6), {"nested_chain_failure", "unlock_gives_up_silently", "redis_parts_counted_twice",
-              "no_result_chord_expires"}),
+              "errback_taken_for_old_style", "no_result_chord_expires"}),
     ((5, 7), set()),
     ((5, 8), {"untested_celery_version"}),
 ])

@@ -83,6 +83,14 @@ class CeleryFacts:
         return self.version >= (5, 7)
 
     @property
+    def errback_arity_ignores_bound_args(self) -> bool:
+        """5.7 tells an old-style ``(request, exc, traceback)`` errback by the arguments the
+        failure still supplies; before, any errback task with two or more positional
+        parameters is one, even when its signature binds them: it is called in-process with
+        the wrong arguments and never runs."""
+        return self.version >= (5, 7)
+
+    @property
     def db_results_pickled(self) -> bool:
         """``celery_taskmeta.result`` is a PickleType column (the result pickled) before 5.7,
         the serializer's bytes from 5.7."""

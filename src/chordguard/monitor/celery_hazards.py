@@ -54,6 +54,14 @@ HAZARDS: list[tuple[Callable[[CeleryFacts], bool], Hazard]] = [
         "chord: the callback can run early, without a part's result, or twice (5.7 dedups).",
         "@chordguard.chord_callback makes a callback body run once per chord; the guard's "
         "journal counts each part once; durable_chord keeps its own deduplicated count.")),
+    (lambda f: not f.errback_arity_ignores_bound_args, Hazard(
+        "errback_taken_for_old_style", ("unlock", "redis"),
+        "An errback task with two or more positional parameters is called in-process as an "
+        "old-style (request, exc, traceback) errback even when its signature binds them: it "
+        "raises TypeError and never runs (5.7 counts only the unbound ones).",
+        "Failing a chord (revoke, the guard, durable_chord) runs errbacks through Celery's "
+        "chord_error_from_stack, so the same rule holds: give errbacks one positional "
+        "parameter (the failed task id) and keyword-only options.")),
     (lambda f: not f.result_chord_expires, Hazard(
         "no_result_chord_expires", ("redis",),
         "result_chord_expires does not exist (ignored if set): Redis chord keys expire with "
