@@ -35,6 +35,7 @@ def durable_conf(store: str, **extra) -> dict:
     return {"cg_durable": True, "chordguard_store": store, "task_ignore_result": True, **extra}
 
 
+@pytest.mark.compat
 def test_results_in_header_order_without_a_result_backend(make_cluster, store, trace):
     cluster = make_cluster(REDIS_URL, None, durable_conf(store))
     cluster.start_worker(concurrency=5)
@@ -47,6 +48,7 @@ def test_results_in_header_order_without_a_result_backend(make_cluster, store, t
     assert handle.state == "succeeded" and handle.progress.done == 5
 
 
+@pytest.mark.compat
 def test_a_header_delivered_twice_is_counted_once(make_cluster, store, trace):
     cluster = make_cluster(REDIS_URL, None, durable_conf(store))
     app = cluster.app
@@ -103,6 +105,7 @@ def test_worker_killed_between_claim_and_publish_is_redispatched_once(make_clust
     assert trace.entries() == [[0, 1]]
 
 
+@pytest.mark.compat
 def test_fail_policy_fails_at_once_and_runs_errbacks(make_cluster, store, trace):
     cluster = make_cluster(REDIS_URL, PG_BACKEND, durable_conf(store))
     cluster.start_worker(concurrency=3)
@@ -123,6 +126,7 @@ def test_fail_policy_fails_at_once_and_runs_errbacks(make_cluster, store, trace)
     errors.close()
 
 
+@pytest.mark.compat
 def test_a_crashing_callback_ends_failed_and_dead_lettered(make_cluster, store):
     cluster = make_cluster(REDIS_URL, None, durable_conf(store))
     cluster.start_worker(concurrency=2)

@@ -54,6 +54,7 @@ def test_plain_celery_callback_crash_on_none_keeps_no_inputs(make_cluster):
     assert "NoneType" in (result.traceback or "")  # what was passed in is gone with the logs
 
 
+@pytest.mark.compat
 def test_guard_fails_a_lost_header_chord_fast_and_dead_letters_it(make_cluster, tmp_path):
     guard = {"store": PG_URL, "deadline": 60, "lost_header_grace": 3,
              "unlock_max_interval": 2}

@@ -47,6 +47,7 @@ def test_plain_celery_sigkill_leaves_two_unlock_chains(make_cluster):
     assert repeated_retries(runs), f"expected two chains (a retry count seen twice): {runs}"
 
 
+@pytest.mark.compat
 def test_guard_stops_the_duplicate_chain(make_cluster, tmp_path):
     url = store_urls(tmp_path)["redis"]
     guard = {"store": url, "deadline": 90, "unlock_max_interval": 2}
@@ -61,6 +62,7 @@ def test_guard_stops_the_duplicate_chain(make_cluster, tmp_path):
     assert record.polls <= 12
 
 
+@pytest.mark.compat
 def test_plain_celery_max_retries_annotation_fails_a_long_chord(make_cluster):
     """5.7 fails the callback when chord_unlock runs out of retries; 5.3 - 5.6 leave it
     PENDING for ever although the header succeeded."""
@@ -80,6 +82,7 @@ def test_plain_celery_max_retries_annotation_fails_a_long_chord(make_cluster):
     assert result.state == "PENDING" and len(unlock_runs(cluster, result.parent.id)) == 4
 
 
+@pytest.mark.compat
 def test_guard_ignores_the_count_and_bounds_by_deadline(make_cluster, tmp_path):
     url = store_urls(tmp_path)["sqlite"]
     guard = {"store": url, "deadline": 8, "unlock_max_interval": 1}
