@@ -119,7 +119,8 @@ def test_fail_policy_fails_at_once_and_runs_errbacks(make_cluster, store, trace)
         handle.get(timeout=30)
     assert handle.progress.done < 3  # failed before the slow header finished
     wait_for(lambda: errors.entries() == [handle.callback_id], what="the errback")
-    assert app.AsyncResult(handle.callback_id).state == "FAILURE"
+    # Celery runs the errbacks first, then stores the FAILURE
+    wait_for(lambda: app.AsyncResult(handle.callback_id).state == "FAILURE", what="FAILURE")
     assert trace.entries() == []
     [letter] = [x for x in open_store(store).dead_letters() if x.chord_id == handle.id]
     assert "RuntimeError: bad" in letter.reason and letter.callback_name == "t.record"
@@ -135,7 +136,9 @@ def test_a_crashing_callback_ends_failed_and_dead_lettered(make_cluster, store):
                            app.signature("t.sum_files"))
     with pytest.raises(DurableChordFailed, match="callback raised TypeError"):
         handle.get(timeout=30)
-    [letter] = [x for x in open_store(store).dead_letters() if x.chord_id == handle.id]
+    # the barrier ends FAILED a moment before its dead letter is written (durable/hook.py)
+    [letter] = wait_for(lambda: [x for x in open_store(store).dead_letters()
+                                 if x.chord_id == handle.id], what="the dead letter")
     assert letter.inputs == [None, 1] and "TypeError" in letter.error
 
 

@@ -7,8 +7,9 @@ sets it when the chord is applied, so ``chord_expires - TTL`` is the time since 
 returned (or since the chord was applied, when none has). Celery keeps no creation time once
 a part has returned: age is then a lower bound, said so in its basis.
 
-Chords that are over are left out: only a ``done`` marker left (``.c``), or ``.s`` deleted by
-Celery after it failed the callback with a ChordError (``.j`` then holds a failed part).
+Chords that are over are left out: only a ``done`` marker left (``.c``), or a failed part in
+``.j`` once Celery failed the callback with a ChordError (5.7 then deletes ``.s``; 5.3 - 5.6
+leave every key, complete, until it expires).
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ def in_flight(raw: RawChord) -> bool:
     """False for keys of a chord that is over (see the module docstring)."""
     if not any(raw.exists(s) for s in (".s", ".j", ".t", ".d")):
         return False
-    celery_failed_it = not raw.exists(".s") and any(p.state in FAILED_STATES for p in raw.parts)
-    return not celery_failed_it
+    complete = raw.size is not None and len(raw.parts) >= raw.size + raw.extra
+    failed = any(p.state in FAILED_STATES for p in raw.parts)
+    # Celery failed it: 5.7 deletes .s, 5.3 - 5.6 leave every key until it expires
+    return not (failed and (complete or not raw.exists(".s")))
 
 
 def to_chord(raw: RawChord, expires: int, now: datetime, group_prefix: str) -> Chord:
