@@ -62,7 +62,8 @@ class Cluster:
     def group_key(self, group_id: str, suffix: str = "") -> str:
         """A Redis result key of the group, as this Celery builds it (5.3/5.4 put a '_'
         after every global_keyprefix, 5.5+ only after one not ending in ':_-.')."""
-        return self.app.backend.get_key_for_group(group_id, suffix).decode()
+        prefix = self.app.backend.group_keyprefix
+        return (prefix.decode() if isinstance(prefix, bytes) else prefix) + group_id + suffix
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment that makes ``tests.chordapp`` build this cluster's app."""
