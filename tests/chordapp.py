@@ -123,8 +123,10 @@ def register_tasks(app: Celery) -> None:
         return len(values)
 
     @app.task(shared=False, name="t.note")
-    def note(value, key):
-        """An errback (gets the failed task's id) that leaves one Redis list entry per run."""
+    def note(value, *, key):
+        """An errback (gets the failed task's id) that leaves one Redis list entry per run.
+        ``key`` is keyword-only: before 5.7 Celery takes a task with two positional
+        parameters for an old-style (request, exc, traceback) errback."""
         trace_redis().rpush(key, json.dumps(value))
 
     @app.task(shared=False, name="t.loud_errback")

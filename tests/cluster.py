@@ -59,6 +59,12 @@ class Cluster:
     def queue(self) -> str:
         return self.app.conf.task_default_queue
 
+    def group_key(self, group_id: str, suffix: str = "") -> str:
+        """A Redis result key of the group, as this Celery builds it (5.3/5.4 put a '_'
+        after every global_keyprefix, 5.5+ only after one not ending in ':_-.')."""
+        prefix = self.app.backend.group_keyprefix
+        return (prefix.decode() if isinstance(prefix, bytes) else prefix) + group_id + suffix
+
     def env(self, **extra: str) -> dict[str, str]:
         """Environment that makes ``tests.chordapp`` build this cluster's app."""
         env = dict(os.environ)
@@ -122,9 +128,8 @@ def lost_counter_chord(cluster: Cluster) -> str:
         app.signature("t.tsum"))
     gid = result.parent.id
     client = redis.Redis.from_url(REDIS_URL)
-    prefix = f"{cluster.namespace}:celery-taskset-meta-{gid}"
-    wait_for(lambda: client.exists(prefix + ".j"), what="first part done")
-    assert client.delete(prefix + ".s") == 1
+    wait_for(lambda: client.exists(cluster.group_key(gid, ".j")), what="first part done")
+    assert client.delete(cluster.group_key(gid, ".s")) == 1
     return gid
 
 

@@ -44,6 +44,7 @@ class HeaderPart:
     result: Any = None
     traceback: str | None = None
     held_by: str | None = None  # "worker:<hostname>" or "queue:<name>" when a message is seen
+    failed_upstream: str | None = None  # a failed task earlier in the chain this part ends
 
 
 @dataclass

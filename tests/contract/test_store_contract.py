@@ -58,6 +58,7 @@ def letter(**fields) -> DeadLetter:
 
 # --- journal -------------------------------------------------------------------------------
 
+@pytest.mark.compat
 def test_journal_counts_parts_once_and_ends_a_chord_once(store):
     app = "app-" + uuid.uuid4().hex
     chord, late = record(app), record(app, deadline_in=-1)

@@ -3,9 +3,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.cluster import ROOT
 
 
+@pytest.mark.compat
 def test_demo_finds_the_lost_header_and_fails_the_chord(tmp_path):
     root = tmp_path / "demo"
     done = subprocess.run([sys.executable, "-m", "chordguard", "demo", "--dir", str(root)],

@@ -55,7 +55,7 @@ def test_fix_asks_fails_what_it_is_told_and_recommends(cluster):
     assert child.exitstatus == 1  # one stuck chord left
     assert {answered_yes, answered_no} == {first, second}
     client = redis.Redis.from_url(REDIS_URL)
-    prefix = f"{cluster.namespace}:celery-taskset-meta-"
+    prefix = cluster.group_key("")
     assert client.get(prefix + answered_yes + ".c") == b"done"  # disarmed for good
     assert client.exists(prefix + answered_no + ".j")  # untouched
     left = stuck_ids(cluster)

@@ -29,6 +29,7 @@ def guarded(make_cluster, tmp_path):
     return cluster, url
 
 
+@pytest.mark.compat
 def test_reaper_fails_a_counter_lost_chord_by_its_deadline(guarded):
     cluster, url = guarded
     app = cluster.app
@@ -108,6 +109,7 @@ def test_header_envelopes_breaker_and_the_dead_letter_cli(guarded):
                                                ids[failing[1].parent.id]).stdout
 
 
+@pytest.mark.compat
 def test_callback_body_runs_once_when_delivered_twice(guarded):
     cluster, _ = guarded
     app = cluster.app

@@ -54,7 +54,7 @@ def test_each_problem_is_logged_once_and_figures_are_exported(make_redis_cluster
     assert 'chordguard_source_up{source="redis_chords"} 1.0' in exported
     assert "\nchordguard_dead_letters " not in exported  # no store configured: no sample
     client = redis.Redis.from_url(REDIS_URL)
-    assert client.get(f"{cluster.namespace}:celery-taskset-meta-{gid}.c") is None  # not failed
+    assert client.get(cluster.group_key(gid, ".c")) is None  # not failed
 
 
 def test_chords_past_auto_fail_after_are_failed_once(make_redis_cluster, tmp_path):
@@ -65,7 +65,7 @@ def test_chords_past_auto_fail_after_are_failed_once(make_redis_cluster, tmp_pat
     workers = [start_beat_worker(cluster, tmp_path, n) for n in range(2)]  # two beats
     gid = lost_counter_chord(cluster)
     client = redis.Redis.from_url(REDIS_URL)
-    claim = f"{cluster.namespace}:celery-taskset-meta-{gid}.c"
+    claim = cluster.group_key(gid, ".c")
     wait_for(lambda: client.get(claim) == b"done", timeout=40, what="the chord failed")
     failed = [line for w in workers for line in w.output().splitlines()
               if f"failed chord {gid}" in line]

@@ -116,7 +116,7 @@ def test_stuck_chord_and_the_token(redis_cluster, served):
         app.signature("t.tsum"))
     gid = stuck.parent.id
     client = redis.Redis.from_url(REDIS_URL)
-    prefix = f"{redis_cluster.namespace}:celery-taskset-meta-{gid}"
+    prefix = redis_cluster.group_key(gid)
     wait_for(lambda: client.zcard(prefix + ".j") >= 1, what="the first part recorded")
     assert client.delete(prefix + ".s") == 1
     wait_for(lambda: client.zcard(prefix + ".j") == 2, what="the slow part recorded")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import celery
 from rich.panel import Panel
 from rich.text import Text
 
 from ..model import Severity, to_jsonable
+from ..monitor.celery_hazards import Hazard, hazards
 from ..monitor.doctor import Finding, config_from_app, lint
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, command, settings
 
@@ -20,14 +22,33 @@ def finding_panel(item: Finding) -> Panel:
                  title_align="left", border_style=colour)
 
 
+def hazards_panel(known: list[Hazard]) -> Panel:
+    """The installed Celery's known chord hazards and what chordguard does about each."""
+    body = Text()
+    for hazard in known:
+        body += Text(f"{hazard.code} ({', '.join(hazard.kinds)} chords): ", style="bold") + \
+            Text(hazard.what + "\n") + Text("chordguard: " + hazard.chordguard + "\n",
+                                             style="cyan")
+    return Panel(body or Text("none known"), title_align="left",
+                 title=f"Celery {celery.__version__}: known chord hazards")
+
+
 @command(COMMANDS, name="doctor")
 def doctor() -> int:
-    """Lint the app's configuration for chord hazards; exit 1 when any is found."""
+    """Lint the app's configuration for chord hazards; exit 1 when any is found. Also names
+    the installed Celery's known chord hazards and what chordguard does about each."""
     opts = settings()
-    findings = lint(config_from_app(opts.app))
+    config = config_from_app(opts.app)
+    findings = lint(config)
+    known = hazards(config.celery)
     if opts.json:
-        opts.emit_json({"schema": SCHEMA, "findings": to_jsonable(findings)})
-    elif findings:
+        opts.emit_json({"schema": SCHEMA, "findings": to_jsonable(findings),
+                        "celery": {"version": celery.__version__,
+                                   "supported": config.celery.supported,
+                                   "hazards": to_jsonable(known)}})
+        return EXIT_PROBLEMS if findings else EXIT_OK
+    opts.console.print(hazards_panel(known))
+    if findings:
         for item in findings:
             opts.console.print(finding_panel(item))
         blocking = sum(1 for f in findings if f.severity is Severity.BLOCKING)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import celery
 from celery import Celery
 
+from .._compat import chord_expires
 from .._timeouts import within_each
 from .._urls import mask_text
 from ..model import Chord, ClusterFacts, Snapshot, SourceReport
@@ -21,8 +22,7 @@ SOURCE_TIMEOUT = 8.0
 def cluster_facts(app: Celery, now: datetime | None = None) -> ClusterFacts:
     """The settings diagnosis needs, read from the app's configuration."""
     conf = app.conf
-    expires = conf.result_chord_expires if conf.get("result_chord_expires") is not None \
-        else conf.result_expires
+    expires = chord_expires(conf)
     if hasattr(expires, "total_seconds"):
         expires = expires.total_seconds()
     grace = conf.get("chordguard_lost_header_grace")

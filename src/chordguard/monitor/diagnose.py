@@ -58,6 +58,12 @@ CATALOG: dict[str, Code] = {c.code: c for c in [
          "A header task failed; the callback will receive a ChordError instead of results.",
          "Inspect the failed header's traceback; make header tasks return failure envelopes "
          "(@chordguard.header_task) if the callback should see partial results."),
+    Code("nested_chain_failed", Severity.BLOCKING,
+         "A header member is a chain in which a task failed. Celery before 5.7 never "
+         "propagates that failure to the chord (celery#9674): the chain's last task stays "
+         "PENDING and chord_unlock polls forever.",
+         "Fail the chord with `chordguard revoke` so its errbacks run; upgrade to Celery 5.7, "
+         "or install the chordguard guard, which ends such a chord by its deadline."),
     Code("callback_failed", Severity.BLOCKING,
          "The chord's callback raised; the chord's work is done but its result is lost.",
          "Fix the callback (it must accept what the header returns, including None), then "
@@ -99,6 +105,19 @@ def header_failed(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
     first = failed[0]
     return make("header_failed", f"{len(failed)} header task(s) failed, first {first.task_id}",
                 failed=[p.task_id for p in failed], states=[p.state for p in failed])
+
+
+def nested_chain_failed(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    """A PENDING header part ends a chain in which an earlier task failed (celery#9674)."""
+    parts = [p for p in chord.header if p.failed_upstream and p.state in (None, "PENDING")]
+    if not parts:
+        return None
+    first = parts[0]
+    return make("nested_chain_failed",
+                f"header {first.task_id} ends a chain whose task {first.failed_upstream} "
+                "failed; Celery never propagated it to the chord (celery#9674)",
+                pending=[p.task_id for p in parts],
+                failed=[p.failed_upstream for p in parts])
 
 
 def callback_failed(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
@@ -180,7 +199,7 @@ def lost_header(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
             or chord.age.seconds < facts.lost_header_grace:
         return None
     lost = [p.task_id for p in chord.header if p.state in (None, "PENDING")
-            and p.held_by is None and p.task_id not in facts.queued]
+            and p.held_by is None and p.task_id not in facts.queued and not p.failed_upstream]
     if not lost:
         return None
     return make("lost_header", f"{len(lost)} header task(s) have no result and no worker or "
@@ -238,9 +257,9 @@ def durable_overdue(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
                 deadline_at=chord.deadline_at.isoformat(), seconds_late=late)
 
 
-RULES: list[Rule] = [header_failed, callback_failed, counter_lost, counter_expiring,
-                     orphaned_redis_body, lost_header, unlock_storm, orphaned_unlock_body,
-                     no_consumer, durable_overdue]
+RULES: list[Rule] = [header_failed, nested_chain_failed, callback_failed, counter_lost,
+                     counter_expiring, orphaned_redis_body, lost_header, unlock_storm,
+                     orphaned_unlock_body, no_consumer, durable_overdue]
 
 
 def diagnose(chord: Chord, facts: ClusterFacts, stuck_after_hours: float | None = None,

@@ -16,8 +16,10 @@ from typing import Any
 from celery import Celery
 from celery.app.defaults import _TO_NEW_KEY, DEFAULTS
 
+from .._compat import INSTALLED, CeleryFacts
 from ..config import installed_settings
 from ..model import Severity, format_seconds
+from .celery_hazards import HAZARDS
 from .diagnose import Code
 
 REDIS_DEFAULT_VISIBILITY = 3600.0  # kombu.transport.redis
@@ -56,6 +58,7 @@ class AppConfig:
     user_keys: list[str] = field(default_factory=list)  # every key the user set, as written
     tasks: list[TaskFacts] = field(default_factory=list)
     guarded: bool = False  # chordguard.install(app) ran: its unlock ignores max_retries
+    celery: CeleryFacts = INSTALLED  # the Celery version the app runs with
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.settings.get(key)
@@ -86,7 +89,7 @@ CHECKS: dict[str, Code] = {c.code: c for c in [
          "celery.chord_unlock polls the header once per result_chord_retry_interval with "
          "self.retry, so max_retries=N gives up after about N intervals: every chord longer "
          "than that fails with ChordError (celery >= 5.7) or leaves its callback PENDING "
-         "forever (5.5/5.6).",
+         "forever (5.3 to 5.6).",
          "Remove max_retries from the celery.chord_unlock annotation (and from '*' "
          "annotations); bound chords by time with chordguard.install(app, deadline=...)."),
     Code("unlock_backoff_ignored", Severity.WARNING,
@@ -133,6 +136,8 @@ CHECKS: dict[str, Code] = {c.code: c for c in [
          "unlock retry rates or callback failures as they happen.",
          "Set worker_send_task_events=True (or start workers with -E) and "
          "task_send_sent_event=True."),
+    *(Code(h.code, Severity.WARNING, h.what, h.chordguard) for _, h in HAZARDS
+      if h.code in ("untested_celery_version", "nested_chain_failure")),
 ]}
 
 
@@ -226,7 +231,7 @@ def result_expiry(config: AppConfig) -> Iterable[Finding]:
         return
     backend = str(config.get("result_backend", ""))
     candidates = [("result_expires", seconds(config.get("result_expires")))]
-    if backend.startswith("redis"):
+    if backend.startswith("redis") and config.celery.result_chord_expires:
         candidates.append(("result_chord_expires", seconds(config.get("result_chord_expires"))))
     for key, expires in candidates:
         if expires and expires < longest:
@@ -278,6 +283,20 @@ def visibility_timeout(config: AppConfig) -> Iterable[Finding]:
                       f"limit of {name} ({format_seconds(limit)}), which runs with acks_late")
 
 
+def celery_version(config: AppConfig) -> Iterable[Finding]:
+    """The version hazards that hit this app and that nothing here contains."""
+    version = ".".join(map(str, config.celery.version))
+    if not config.celery.supported:
+        yield finding("untested_celery_version", "celery", f"Celery {version} is installed")
+    backend = str(config.get("result_backend", "") or "")
+    joins_by_unlock = bool(backend) and not backend.startswith(("redis", "rpc", "disabled"))
+    if joins_by_unlock and not config.guarded and \
+            not config.celery.nested_chain_failure_propagates:
+        yield finding("nested_chain_failure", "celery",
+                      f"Celery {version} with a {backend.split(':')[0]} result backend: a "
+                      "failure inside a chain in a chord header hangs the chord (celery#9674)")
+
+
 def events(config: AppConfig) -> Iterable[Finding]:
     if not config.get("worker_send_task_events", False):
         yield finding("events_disabled", "worker_send_task_events",
@@ -286,7 +305,7 @@ def events(config: AppConfig) -> Iterable[Finding]:
 
 RULES: list[Callable[[AppConfig], Iterable[Finding]]] = [
     ignored_settings, unlock_annotations, backoff_without_autoretry, result_expiry,
-    backend_supports_chords, acks_late, visibility_timeout, events,
+    backend_supports_chords, acks_late, visibility_timeout, celery_version, events,
 ]
 
 

@@ -7,8 +7,9 @@ sets it when the chord is applied, so ``chord_expires - TTL`` is the time since 
 returned (or since the chord was applied, when none has). Celery keeps no creation time once
 a part has returned: age is then a lower bound, said so in its basis.
 
-Chords that are over are left out: only a ``done`` marker left (``.c``), or ``.s`` deleted by
-Celery after it failed the callback with a ChordError (``.j`` then holds a failed part).
+Chords that are over are left out: only a ``done`` marker left (``.c``), or a failed part in
+``.j`` once Celery failed the callback with a ChordError (5.7 then deletes ``.s``; 5.3 - 5.6
+leave every key, complete, until it expires).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 
 from celery import Celery
 
+from ..._compat import redis_chord_expires
 from ...model import FAILED_STATES, Chord, ChordKind, ClusterFacts, Duration, HeaderPart
 from . import Source, uses_redis_backend
-from .redis_keys import RawChord, RawPart, read_chords, read_metas, scan_group_ids
+from .redis_keys import SUFFIXES, RawChord, RawPart, read_chords, read_metas, scan_group_ids
 
 NAME = "redis_chords"
 
@@ -34,7 +36,7 @@ def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
     raws = read_chords(client, backend.group_keyprefix, ordered, sorted(ids))
     raws = [raw for raw in raws if in_flight(raw)]
     read_metas(client, backend.task_keyprefix, raws)
-    expires = int(backend.chord_expires or 0)
+    expires = redis_chord_expires(backend)
     prefix = backend.group_keyprefix.decode(errors="replace")
     return [to_chord(raw, expires, facts.now, prefix) for raw in raws]
 
@@ -43,8 +45,10 @@ def in_flight(raw: RawChord) -> bool:
     """False for keys of a chord that is over (see the module docstring)."""
     if not any(raw.exists(s) for s in (".s", ".j", ".t", ".d")):
         return False
-    celery_failed_it = not raw.exists(".s") and any(p.state in FAILED_STATES for p in raw.parts)
-    return not celery_failed_it
+    complete = raw.size is not None and len(raw.parts) >= raw.size + raw.extra
+    failed = any(p.state in FAILED_STATES for p in raw.parts)
+    # Celery failed it: 5.7 deletes .s, 5.3 - 5.6 leave every key until it expires
+    return not (failed and (complete or not raw.exists(".s")))
 
 
 def to_chord(raw: RawChord, expires: int, now: datetime, group_prefix: str) -> Chord:
@@ -54,7 +58,7 @@ def to_chord(raw: RawChord, expires: int, now: datetime, group_prefix: str) -> C
     chord.failed = sum(1 for p in raw.parts if p.state in FAILED_STATES)
     chord.header = [header_part(p) for p in raw.parts if p.task_id]
     chord.header.sort(key=lambda p: (p.index is None, p.index or 0))
-    for suffix in (".s", ".j", ".t", ".d", ".c"):
+    for suffix in SUFFIXES:
         ttl = raw.ttl_ms.get(suffix, -2)
         if suffix == ".s" or ttl != -2:
             seconds = None if ttl == -2 else (-1 if ttl == -1 else ttl // 1000)

@@ -6,8 +6,11 @@ result backend's ``global_keyprefix``)::
     celery-taskset-meta-G.s   header size, SET by set_chord_size with EX chord_expires
     celery-taskset-meta-G.j   finished parts: zset (or list) of encoded [1, tid, state, result]
     celery-taskset-meta-G.t   extra parts added later (add_to_chord)
-    celery-taskset-meta-G.d   dedup set of "tid:index" (5.7)
-    celery-taskset-meta-G.c   callback dispatch claim token, or "done" once cleaned up
+    celery-taskset-meta-G.d   dedup set of "tid:index" (5.7 only)
+    celery-taskset-meta-G.c   callback dispatch claim token, or "done" once cleaned up (5.7 only)
+
+All five are read whatever Celery runs here (``_compat.REDIS_CHORD_SUFFIXES``): the workers
+that wrote them may run another version.
 
 Every part return re-EXPIREs .j .t .s .d to chord_expires in one Lua script, and a completed
 chord's .j .t .s .d are deleted together, so an atomic read per chord sees a consistent state
@@ -22,11 +25,12 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-SUFFIXES = (".s", ".j", ".t", ".d", ".c")
+from ..._compat import REDIS_CHORD_SUFFIXES as SUFFIXES
+
 SCAN_COUNT = 5000
 BATCH = 500  # chords per script call: a few ms of Redis time each
 # KEYS: one "<group prefix><group id>" per chord; ARGV[1]: "1" when .j is a zset.
-# Per chord: PTTL of .s .j .t .d .c, GET .s .t .c, then .j's members (with scores if zset).
+# Per chord: PTTL of SUFFIXES in order, GET .s .t .c, then .j's members (with scores if zset).
 READ_CHORDS_LUA = """
 local out = {}
 for i, base in ipairs(KEYS) do

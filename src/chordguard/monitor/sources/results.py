@@ -1,4 +1,4 @@
-"""Task states from a result backend in batches, never unpickling.
+"""Task states from a result backend in batches, never unpickling code.
 
 The database backend is read with one SELECT per batch on its own table (Celery's
 ``get_task_meta`` would fall back to ``pickle.loads`` for legacy rows). Other backends are
@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from celery import Celery
-from celery.backends.base import decompress_payload
-from sqlalchemy import select
+from sqlalchemy import LargeBinary, select, type_coerce
 
+from ..._compat import stored_result
 from ...model import utc_datetime
 
 BATCH = 1000
@@ -58,7 +58,7 @@ def read_states(app: Celery, task_ids: list[str]) -> tuple[dict[str, TaskState],
 def _read_table(backend: Any, ids: list[str]) -> dict[str, TaskState]:
     table = backend.task_cls.__table__
     columns = (table.c.task_id, table.c.status, table.c.date_done, table.c.traceback,
-               table.c.result)
+               type_coerce(table.c.result, LargeBinary).label("result"))  # raw: no PickleType
     json_results = backend.content_type in ("application/json", "json")
     out: dict[str, TaskState] = {}
     session = backend.ResultSession()
@@ -79,6 +79,6 @@ def _result(payload: bytes | None, json_results: bool) -> Any:
     if not json_results:
         return "<not decoded: the result serializer is not JSON>"
     try:
-        return json.loads(decompress_payload(bytes(payload)))
+        return stored_result(payload, json.loads)
     except (ValueError, TypeError):
         return "<not decoded: not valid JSON>"

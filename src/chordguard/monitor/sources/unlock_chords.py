@@ -30,6 +30,7 @@ from ...model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart, Unloc
 from ..diagnose import lost_header, unlock_storm
 from . import Source, backend_url
 from .broker import BrokerView, TaskMessage, peek
+from .result_tuples import header_ids, upstream_ids
 from .results import TaskState, read_states
 from .workers import HeldRequest, WorkerSurvey, counts_requeues, survey
 
@@ -69,6 +70,7 @@ class Sighting:
     callback: dict[str, Any] | None = None
     header_ids: list[str] = field(default_factory=list)
     interval: float | None = None
+    upstream: dict[str, list[str]] = field(default_factory=dict)  # see result_tuples
     note: str = ""
 
 
@@ -193,7 +195,8 @@ def _from_args(args: Any, kwargs: Any, copy: UnlockCopy, on_broker: bool, waitin
     interval = kwargs.get("interval")
     return Sighting(args[0], copy, on_broker, waiting, callback,
                     header_ids(kwargs.get("result")),
-                    float(interval) if isinstance(interval, int | float) else None)
+                    float(interval) if isinstance(interval, int | float) else None,
+                    upstream=upstream_ids(kwargs.get("result")))
 
 
 def _from_reprs(message: TaskMessage, copy: UnlockCopy) -> Sighting | None:
@@ -208,25 +211,6 @@ def _from_reprs(message: TaskMessage, copy: UnlockCopy) -> Sighting | None:
     return Sighting(ids[0], copy, True, True, callback, headers,
                     note=f"body not decoded ({message.undecodable}); ids read from "
                     "argsrepr/kwargsrepr, which Celery may truncate")
-
-
-def header_ids(result: Any) -> list[str]:
-    """Task ids of the header, from result tuples ``[[id, parent], children-or-None]``."""
-    out: list[str] = []
-
-    def walk(node: Any) -> None:
-        if not isinstance(node, list | tuple) or len(node) != 2:
-            return
-        head, children = node
-        if isinstance(children, list | tuple) and children:
-            for child in children:
-                walk(child)
-        elif isinstance(head, list | tuple) and head and isinstance(head[0], str):
-            out.append(head[0])
-
-    for node in result or []:
-        walk(node)
-    return out
 
 
 def build(observations: list[Observation], states: dict[str, TaskState], facts: ClusterFacts,
@@ -276,7 +260,8 @@ def _chord(group_id: str, sightings: list[Sighting], holders: dict[str, str],
             task_id, known.state if known else "PENDING", index,
             date_done=known.date_done if known else None,
             result=known.result if known else None,
-            traceback=known.traceback if known else None, held_by=holders.get(task_id)))
+            traceback=known.traceback if known else None, held_by=holders.get(task_id),
+            failed_upstream=_failed_upstream(best.upstream.get(task_id, []), states)))
     chord.total = len(chord.header)
     chord.done = sum(1 for p in chord.header if p.state in READY_STATES)
     chord.failed = sum(1 for p in chord.header if p.state in READY_STATES - {"SUCCESS"})
@@ -293,6 +278,12 @@ def _chord(group_id: str, sightings: list[Sighting], holders: dict[str, str],
     for note in {s.note for s in sightings if s.note}:
         chord.evidence["unreadable unlock body"] = note
     return chord
+
+
+def _failed_upstream(before: list[str], states: dict[str, TaskState]) -> str | None:
+    """The first failed task earlier in a header member's chain (celery#9674), if any."""
+    return next((task_id for task_id in before if (known := states.get(task_id))
+                 and known.state in READY_STATES - {"SUCCESS"}), None)
 
 
 def _timings(chord: Chord, interval: float, now: datetime) -> None:
@@ -366,6 +357,7 @@ def _ids(observations: list[Observation]) -> list[str]:
     for observation in observations:
         for sighting in observation.sightings:
             ids += [*sighting.header_ids, sighting.copy.task_id]
+            ids += [task_id for before in sighting.upstream.values() for task_id in before]
             callback_id = ((sighting.callback or {}).get("options") or {}).get("task_id")
             if callback_id:
                 ids.append(callback_id)

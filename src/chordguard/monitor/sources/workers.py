@@ -3,7 +3,9 @@
 The commands (active, reserved, scheduled, active_queues, revoked) are broadcast side by side,
 each through its own ``Control`` so their reply queues never steal each other's replies. Replies
 are accepted as JSON only (a pickle reply is refused, never loaded). A request's
-``time_start`` is deliberately ignored: in the prefork pool it is a monotonic clock.
+``time_start`` is deliberately ignored: it is when the current run started (wall time on every
+supported Celery, ``Request.on_accepted`` converts the pool's monotonic clock), never the age of
+a chord, and each chord_unlock retry is a new run.
 """
 
 from __future__ import annotations
