@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 
+def _interrupted(*_: object) -> None:
+    """Nothing has run yet: leave at once (an exception here could surface mid-import)."""
+    sys.stderr.write("interrupted\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def main() -> None:
+    previous = signal.signal(signal.SIGINT, _interrupted)  # while the CLI's modules load
     try:
         from .cli import main as run
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        raise SystemExit(130) from None
+        _interrupted()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     run()
