@@ -5,6 +5,7 @@ stuck chords without asking, changes nothing on --dry-run and exits 130 on Ctrl-
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 import pexpect
@@ -27,7 +28,14 @@ def cluster(make_cluster):
 def spawn_fix(cluster, *args: str) -> pexpect.spawn:
     return pexpect.spawn(sys.executable, ["-m", "chordguard", "-A", "tests.chordapp", "fix",
                                           *args], env=cluster.env(), cwd=str(ROOT),
-                         encoding="utf-8", timeout=60, dimensions=(60, 220))
+                         encoding="utf-8", timeout=60, dimensions=(60, 220),
+                         preexec_fn=terminal_signals)
+
+
+def terminal_signals() -> None:
+    """Ctrl-C as at a terminal, even when the suite runs as a background job (which starts
+    its children with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stuck_ids(cluster, *args: str) -> set[str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from celery import Celery
 
-from .._compat import chord_error
+from .._compat import REDIS_CHORD_SUFFIXES, chord_error
 from .._timeouts import within
 from ..config import configured_store
 from ..model import READY_STATES, Chord, ChordKind
@@ -98,12 +98,12 @@ def _journal_failure(app: Celery, chord_id: str, reason: str) -> None:
 
 
 def _disarm_redis_chord(app: Celery, chord: Chord) -> None:
-    """Make sure no late header completion can publish the callback (any celery >= 5.5)."""
+    """Make sure no late header completion can publish the callback (any celery >= 5.3)."""
     client = app.backend.client
     claim = app.backend.get_key_for_group(chord.id, '.c')
     with client.pipeline() as pipe:
         pipe.set(claim, "done", ex=DONE_MARKER_SECONDS)  # 5.7: later parts return early
-        for suffix in (".s", ".j", ".t", ".d"):  # 5.5/5.6: no counter, no callback
+        for suffix in REDIS_CHORD_SUFFIXES[:-1]:  # 5.3-5.6: no counter, no callback
             pipe.delete(app.backend.get_key_for_group(chord.id, suffix))
         pipe.execute()
 
