@@ -15,9 +15,6 @@ from celery import Celery
 from celery.result import result_from_tuple
 from celery.utils.functional import _regen
 
-# (task id, None) for a task; ((group id, None), [members]) for a group, as Celery's as_tuple
-ResultTree = tuple
-
 
 class UnknownBody(Exception):
     """The body's shape cannot be read without changing it (a lazy group, a missing id)."""
@@ -63,8 +60,9 @@ def final_tasks(body: Mapping) -> list[Mapping]:
     return [body]
 
 
-def result_tree(body: Mapping) -> ResultTree:
-    """The result ``body`` ends with, as a tuple ``result_from_tuple`` reads.
+def result_tree(body: Mapping) -> tuple:
+    """The result ``body`` ends with, as the tuple ``result_from_tuple`` reads (Celery's
+    ``as_tuple``): ``(task id, None)`` for a task, ``((group id, None), [members])``.
 
     Raises UnknownBody.
     """
