@@ -17,10 +17,12 @@ import io
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import celery
-from celery.exceptions import ChordError
+from celery.exceptions import ChordError, NotRegistered
+from celery.utils.functional import arity_greater
 
 CELERY = tuple(int(part) for part in celery.__version__.split(".")[:2])
 """The installed Celery's (major, minor)."""
@@ -117,6 +119,21 @@ def chord_error(message: str, cause: BaseException | None = None) -> ChordError:
     if _create_chord_error_with_cause is None:
         return ChordError(message)
     return _create_chord_error_with_cause(message=message, original_exc=cause)
+
+
+def old_style_errback(app: Any, errback: Any) -> bool:
+    """Would the installed Celery call ``errback`` in the process that marks the failure
+    (an old-style ``(request, exc, traceback)`` errback), as ``_call_task_errbacks`` tells?
+    An errback whose task is not registered here is published instead."""
+    try:
+        header = getattr(errback.type, "__header__", None)
+    except NotRegistered:
+        return False
+    if header is None or isinstance(header, partial):
+        return False
+    if INSTALLED.errback_arity_ignores_bound_args:
+        return bool(app.backend._errback_arity_greater(errback, 1))
+    return bool(arity_greater(header, 1))
 
 
 def chord_expires(conf: Any) -> Any:

@@ -52,6 +52,13 @@ def default_store_exists() -> bool:
     return sqlite_path(DEFAULT_STORE).exists()
 
 
+def store_identity(url: str) -> str:
+    """How workers and the CLI compare stores: the masked URL, a SQLite file made absolute
+    (a relative one depends on the current directory)."""
+    path = sqlite_path(url)
+    return mask_url(url) if path is None else f"sqlite:///{path.resolve()}"
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file of a ``sqlite:///FILE`` store URL, or None for any other store."""
     if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
@@ -60,6 +67,7 @@ def sqlite_path(url: str) -> Path | None:
 
 
 GUARD_ATTRIBUTE = "_chordguard_guard"  # where install(app) keeps the guard on the app
+PRESENCE_COMMAND = "chordguard_presence"  # guarded workers answer it: their store, host, pid
 
 
 def installed_settings(app: Celery) -> Settings | None:

@@ -2,9 +2,9 @@
 messages, replay or drop dead letters. Used by the guard, durable chords, the CLI and the
 dashboard; never by the monitor."""
 
-from .callback import fail_callback
+from .callback import OperatorFail, fail_callback
 from .fail import FailPlan, fail_chord, plan_fail
 from .purge import PurgeReport, purge_coordination
 
-__all__ = ["FailPlan", "PurgeReport", "fail_callback", "fail_chord", "plan_fail",
+__all__ = ["FailPlan", "OperatorFail", "PurgeReport", "fail_callback", "fail_chord", "plan_fail",
            "purge_coordination"]

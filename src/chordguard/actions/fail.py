@@ -18,7 +18,7 @@ from ..config import configured_store
 from ..model import READY_STATES, Chord, ChordKind
 from ..store import open_store
 from ..store.records import FAILED
-from .callback import fail_callback
+from .callback import OperatorFail, fail_callback
 
 ACTION_TIMEOUT = 10.0
 DONE_MARKER_SECONDS = 86400
@@ -67,24 +67,34 @@ def plan_fail(chord: Chord, reason: str) -> FailPlan:
     return plan
 
 
-def fail_chord(app: Celery, chord: Chord, reason: str) -> FailPlan:
+def fail_chord(app: Celery, chord: Chord, reason: str,
+               operator: OperatorFail | None = None) -> FailPlan:
     """Fail ``chord`` for ``reason`` and return the plan that was carried out.
 
-    Raises UnreachableError when the broker or backend does not answer in time.
+    ``operator``: called from an operator's process (CLI, dashboard), where the callback's
+    errbacks must not run (``OperatorFail``); None in a worker. Raises UnreachableError when
+    the broker or backend does not answer in time, ChordguardError (nothing done) when only
+    this process could run the callback's old-style errbacks and ``operator`` forbids it.
     """
     plan = plan_fail(chord, reason)
+    if operator is not None and chord.callback_state not in READY_STATES:
+        operator.check(app, chord.callback_signature)
     if chord.kind is ChordKind.DURABLE:  # the barrier revokes, fails and runs errbacks itself
         from ..durable import fail_durable_chord
 
-        within(ACTION_TIMEOUT, "store (fail barrier)", fail_durable_chord, app, chord.id, reason)
+        within(ACTION_TIMEOUT + (operator.wait if operator else 0), "store (fail barrier)",
+               fail_durable_chord, app, chord.id, reason, operator=operator)
         return plan
     if plan.revoke:
         within(ACTION_TIMEOUT, "broker (revoke)", app.control.revoke, plan.revoke)
     if chord.kind is ChordKind.REDIS:
         within(ACTION_TIMEOUT, "result backend (disarm)", _disarm_redis_chord, app, chord)
     if chord.callback_state not in READY_STATES:
-        within(ACTION_TIMEOUT, "result backend (fail callback)", _fail_callback, app, chord,
-               reason)
+        outcome = within(ACTION_TIMEOUT + (operator.wait if operator else 0),
+                         "result backend (fail callback)", _fail_callback, app, chord, reason,
+                         operator)
+        if outcome:
+            plan.steps.append(outcome)
     _journal_failure(app, chord.id, reason)
     return plan
 
@@ -108,9 +118,13 @@ def _disarm_redis_chord(app: Celery, chord: Chord) -> None:
         pipe.execute()
 
 
-def _fail_callback(app: Celery, chord: Chord, reason: str) -> None:
-    error = chord_error(f"chord {chord.id} failed by chordguard: {reason}")
+def _fail_callback(app: Celery, chord: Chord, reason: str,
+                   operator: OperatorFail | None) -> str | None:
+    message = f"chord {chord.id} failed by chordguard: {reason}"
+    if chord.callback_signature and operator is not None:
+        return operator.fail(app, chord.callback_signature, message)
     if chord.callback_signature:
-        fail_callback(app, chord.callback_signature, error)
-    elif chord.callback_id:
-        app.backend.mark_as_failure(chord.callback_id, error)
+        fail_callback(app, chord.callback_signature, chord_error(message))
+    elif chord.callback_id:  # no errbacks known: nothing runs but the backend write
+        app.backend.mark_as_failure(chord.callback_id, chord_error(message))
+    return None

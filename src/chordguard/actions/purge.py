@@ -12,6 +12,7 @@ from celery import Celery
 from .._timeouts import within
 from ..errors import ConfigurationError
 from ..model import Chord, ChordKind
+from .callback import OperatorFail
 from .fail import ACTION_TIMEOUT, FailPlan, fail_chord, plan_fail
 
 UNLOCK_TASK = "celery.chord_unlock"
@@ -29,14 +30,15 @@ class PurgeReport:
 
 
 def purge_coordination(app: Celery, chords: list[Chord], queues: set[str],
-                       all_queues: bool = False, dry_run: bool = False) -> PurgeReport:
+                       all_queues: bool = False, dry_run: bool = False,
+                       operator: OperatorFail | None = None) -> PurgeReport:
     """Remove chord_unlock messages (every message with ``all_queues``) from ``queues``.
 
     Messages are removed from the broker without disturbing the others' order; then the
     affected chords are failed (``fail_chord``), because a chord whose coordination is gone
     would otherwise leave its callback PENDING forever. ``chords`` are the in-flight chords
     of a fresh snapshot: with ``all_queues`` every one of them is affected, otherwise those
-    joined by chord_unlock.
+    joined by chord_unlock. ``operator``: see ``fail_chord``.
     """
     report = PurgeReport(dry_run, all_queues)
     report.removed = within(ACTION_TIMEOUT * 3, "broker (purge)", _purge, app, sorted(queues),
@@ -45,7 +47,7 @@ def purge_coordination(app: Celery, chords: list[Chord], queues: set[str],
     reason = "its coordination messages were purged by chordguard clean"
     for chord in affected:
         report.failed_chords.append(plan_fail(chord, reason) if dry_run
-                                    else fail_chord(app, chord, reason))
+                                    else fail_chord(app, chord, reason, operator))
     return report
 
 

@@ -8,12 +8,11 @@ chords: never "healthy" on what was not seen), 130 interrupted.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,15 +58,15 @@ class Settings:
         wide = None if sys.stdout.isatty() else NON_TTY_WIDTH  # logs, cron mail, pipes
         return Console(highlight=False, soft_wrap=self.json, width=wide)
 
-    @contextlib.contextmanager
-    def user_code_output(self) -> Iterator[None]:
-        """Celery runs old-style ``(request, exc, traceback)`` errbacks in the process that
-        marks a failure: what they print goes to stderr, so ``--json`` stays valid."""
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-
     def emit_json(self, document: Any) -> None:
         click.echo(json.dumps(document, indent=2, default=str))
+
+
+IN_PROCESS = click.option(
+    "--in-process", is_flag=True,
+    help="When no guarded worker can fail a callback, run its old-style (request, exc, "
+         "traceback) errbacks in this process (what they print is captured). By default a "
+         "worker fails it, and such a callback is refused without one.")
 
 
 class FiniteFloat(click.FloatRange):

@@ -6,13 +6,13 @@ import sys
 
 import click
 
-from ..actions import fail_chord, plan_fail, purge_coordination
+from ..actions import OperatorFail, fail_chord, plan_fail, purge_coordination
 from ..errors import ChordguardError, UnreachableError
-from ..model import to_jsonable
+from ..model import READY_STATES, to_jsonable
 from ..monitor.api import stuck_chords
 from ..monitor.collect import collect
 from ..monitor.sources.unlock_chords import candidate_queues
-from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, command, settings
+from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, IN_PROCESS, command, settings
 from .monitor import MAX_HOURS
 
 
@@ -22,11 +22,14 @@ from .monitor import MAX_HOURS
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--force", "--yes", "-y", "force", is_flag=True,
               help="Fail every stuck chord without asking (needed off a terminal).")
-def revoke(chord_ids: tuple[str, ...], max_hours: float, dry_run: bool, force: bool) -> int:
+@IN_PROCESS
+def revoke(chord_ids: tuple[str, ...], max_hours: float, dry_run: bool, force: bool,
+           in_process: bool) -> int:
     """Fail chords: revoke their pending tasks, mark their callback FAILURE with ChordError.
 
     With CHORD_IDs, exactly those chords (stuck or not); without, every stuck chord, after
-    asking (on a terminal) or with --force.
+    asking (on a terminal) or with --force. A guarded worker fails each callback (its
+    errbacks run there); see --in-process for apps without the guard in their workers.
     """
     opts = settings()
     snapshot = collect(opts.app, stuck_after_hours=max_hours)
@@ -42,12 +45,17 @@ def revoke(chord_ids: tuple[str, ...], max_hours: float, dry_run: bool, force: b
         if targets and not (dry_run or force):
             _confirm(f"Fail {len(targets)} stuck chord(s) idle over {max_hours:g} h? "
                      "Their callbacks will be marked FAILURE")
+    operator = OperatorFail(in_process=in_process)
+    if not dry_run:  # refuse before failing any chord
+        for chord in targets:
+            if chord.callback_state not in READY_STATES:
+                operator.check(opts.app, chord.callback_signature)
     done = []
     for chord in targets:
         reason = "; ".join(d.summary for d in chord.diagnoses if d.severity == "blocking") \
             or "failed on request (chordguard revoke)"
-        with opts.user_code_output():
-            plan = plan_fail(chord, reason) if dry_run else fail_chord(opts.app, chord, reason)
+        plan = plan_fail(chord, reason) if dry_run else \
+            fail_chord(opts.app, chord, reason, operator)
         done.append(plan)
         if not opts.json:
             verb = "would fail" if dry_run else "failed"
@@ -77,7 +85,8 @@ def _confirm(question: str) -> None:
 @click.option("--all-queues", is_flag=True,
               help="Purge every message of every queue the app knows, not only chord_unlock.")
 @click.option("--dry-run", is_flag=True, help="Count what would go; change nothing.")
-def clean(force: bool, all_queues: bool, dry_run: bool) -> int:
+@IN_PROCESS
+def clean(force: bool, all_queues: bool, dry_run: bool, in_process: bool) -> int:
     """Purge chord-coordination (chord_unlock) messages and fail the chords they served."""
     if not (force or dry_run):
         raise click.UsageError("clean deletes broker messages: add --force (or --dry-run)")
@@ -87,8 +96,8 @@ def clean(force: bool, all_queues: bool, dry_run: bool) -> int:
         details = "; ".join(f"{s.name}: {s.detail}" for s in snapshot.sources if not s.ok)
         raise UnreachableError(f"not cleaning on a partial view ({details})")
     queues = candidate_queues(opts.app, snapshot.facts.consumed_queues or set())
-    with opts.user_code_output():
-        report = purge_coordination(opts.app, snapshot.chords, queues, all_queues, dry_run)
+    report = purge_coordination(opts.app, snapshot.chords, queues, all_queues, dry_run,
+                                OperatorFail(in_process=in_process))
     if opts.json:
         opts.emit_json({"schema": "chordguard.clean/1", **to_jsonable(report)})
         return EXIT_OK

@@ -13,12 +13,12 @@ import sys
 
 import click
 
-from ..actions import FailPlan, fail_chord, plan_fail
+from ..actions import FailPlan, OperatorFail, fail_chord, plan_fail
 from ..model import Chord, format_seconds, to_jsonable
 from ..monitor.collect import collect
 from ..monitor.doctor import config_from_app, lint
 from ..monitor.triage import idle_seconds, reason, recommendations, triage
-from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, Settings, command, settings
+from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, IN_PROCESS, Settings, command, settings
 from .render import print_status
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -46,10 +46,9 @@ def describe(chord: Chord) -> str:
             f"{shown}): {', '.join(chord.codes)}")
 
 
-def act(opts: Settings, chord: Chord, dry_run: bool) -> FailPlan:
+def act(opts: Settings, chord: Chord, dry_run: bool, operator: OperatorFail) -> FailPlan:
     why = reason(chord, "chordguard fix")
-    with opts.user_code_output():
-        plan = plan_fail(chord, why) if dry_run else fail_chord(opts.app, chord, why)
+    plan = plan_fail(chord, why) if dry_run else fail_chord(opts.app, chord, why, operator)
     if not opts.json:
         verb = "would fail" if dry_run else "failed"
         opts.console.print(f"  [bold]{verb}[/] {chord.id}")
@@ -65,7 +64,9 @@ def act(opts: Settings, chord: Chord, dry_run: bool) -> FailPlan:
               help="Fail stuck chords idle this long without asking.")
 @click.option("--yes", "-y", is_flag=True, help="Fail every stuck chord without asking (cron).")
 @click.option("--dry-run", is_flag=True, help="Say what would be failed; change nothing.")
-def fix(stuck_after: float, auto_fail_after: float, yes: bool, dry_run: bool) -> int:
+@IN_PROCESS
+def fix(stuck_after: float, auto_fail_after: float, yes: bool, dry_run: bool,
+        in_process: bool) -> int:
     """Show status, fail stuck chords (asking first), recommend next steps.
 
     Exit 0 when nothing stuck is left, 1 otherwise, 130 on Ctrl-C.
@@ -78,18 +79,19 @@ def fix(stuck_after: float, auto_fail_after: float, yes: bool, dry_run: bool) ->
     interactive = not yes and not opts.json and sys.stdin.isatty()
     done: list[FailPlan] = []
     left: list[Chord] = []
+    operator = OperatorFail(in_process=in_process)
     if not opts.json:
         opts.console.print(f"\n{len(split.stuck)} stuck chord(s) (idle > "
                            f"{format_seconds(stuck_after)} or blocked)")
     for chord in split.fail:
         if not opts.json:
             opts.console.print(f"[red]auto[/] {describe(chord)}")
-        done.append(act(opts, chord, dry_run))
+        done.append(act(opts, chord, dry_run, operator))
     for chord in split.ask:
         if not opts.json:
             opts.console.print(describe(chord))
         if yes or (interactive and click.confirm(f"Fail chord {chord.id}?", default=False)):
-            done.append(act(opts, chord, dry_run))
+            done.append(act(opts, chord, dry_run, operator))
         else:
             left.append(chord)
             if not opts.json and not interactive:

@@ -7,6 +7,7 @@ import uuid
 
 from celery import Celery
 
+from ..actions.callback import OperatorFail
 from ..config import store_url
 from ..store import open_store
 from .barrier import Barrier
@@ -15,10 +16,11 @@ from .dispatch import fail_chord
 
 def fail_durable_chord(app: Celery, chord_id: str, reason: str = "failed by request",
                        store: str | None = None, revoke_headers: bool = True,
-                       ) -> Barrier | None:
+                       operator: OperatorFail | None = None) -> Barrier | None:
     """Fail an in-flight durable chord: the barrier records ``reason``, the callback is
     marked FAILURE with a ChordError and its errbacks run; header tasks not finished yet
-    are revoked. Returns the failed barrier, or None when it had already ended or is unknown.
+    are revoked. ``operator``: called from an operator's process (see ``OperatorFail``).
+    Returns the failed barrier, or None when it had already ended or is unknown.
     """
     barriers = open_store(store_url(app, store))
     barrier = barriers.fail_barrier(chord_id, reason, time.time(), uuid.uuid4().hex)
@@ -28,5 +30,5 @@ def fail_durable_chord(app: Celery, chord_id: str, reason: str = "failed by requ
         ids = barriers.barrier(chord_id, with_header_ids=True)
         if ids is not None and ids.header_ids:
             app.control.revoke(ids.header_ids)
-    fail_chord(app, barriers, barrier, reason)
+    fail_chord(app, barriers, barrier, reason, operator)
     return barrier

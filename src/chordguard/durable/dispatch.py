@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery
 
 from .._compat import chord_error
-from ..actions.callback import fail_callback
+from ..actions.callback import OperatorFail, fail_callback
 from ..store import Barriers
 from .barrier import Barrier, callback_arg
 from .deadletter import dead_letter, inputs_of
@@ -42,13 +42,18 @@ def dispatch(app: Celery, store: Barriers, barrier: Barrier,
     store.mark_dispatched(barrier.id, barrier.claim_token, time.time())
 
 
-def fail_chord(app: Celery, store: Barriers, barrier: Barrier, reason: str) -> None:
-    """The chord failed: fail its callback with a ChordError so its errbacks run, and
-    dead-letter it with the results recorded so far."""
+def fail_chord(app: Celery, store: Barriers, barrier: Barrier, reason: str,
+               operator: OperatorFail | None = None) -> None:
+    """The chord failed: fail its callback with a ChordError so its errbacks run (in a
+    worker when ``operator`` says this is an operator's process), and dead-letter it with
+    the results recorded so far."""
     logger.error("durable chord %s failed: %s", barrier.id, reason)
     dead_letter(app, barrier, reason, inputs_of(store, barrier))
+    message = f"durable chord {barrier.id} failed: {reason}"
+    if operator is not None:
+        operator.fail(app, barrier.callback, message)
+        return
     try:
-        fail_callback(app, barrier.callback,
-                      chord_error(f"durable chord {barrier.id} failed: {reason}"))
+        fail_callback(app, barrier.callback, chord_error(message))
     except Exception:  # an errback or the result backend failed: the barrier says why anyway
         logger.exception("durable chord %s: running the callback's errbacks failed", barrier.id)

@@ -11,7 +11,7 @@ from ..config import resolve
 from ..durable.hook import enable as enable_durable_hooks
 from ..model import ChordKind
 from ..store import open_store
-from . import journal, reaper, unlock
+from . import journal, reaper, remote, unlock
 from .parts import PartBuffer
 from .state import ATTRIBUTE, Guard, guard_of
 
@@ -20,7 +20,7 @@ def install(app: Celery, store: str | None = None, deadline: float | None = None
             **settings: Any) -> Guard:
     """Guard every chord of ``app``; return the Guard (installing twice returns the first).
 
-    ``store``: SQLAlchemy URL (``sqlite:///file``, the default ``sqlite:///chordguard.sqlite``;
+    ``store``: SQLAlchemy URL (``sqlite:///file``, by default ``config.DEFAULT_STORE``;
     ``postgresql+psycopg://…``) or ``redis://…``; ``deadline``: seconds each chord may take
     (``with_deadline(callback, s)`` overrides it per chord). Other settings
     (``unlock_max_interval``, ``lost_header_grace``, ``breaker_failures``, ``breaker_window``,
@@ -41,6 +41,7 @@ def install(app: Celery, store: str | None = None, deadline: float | None = None
     journal.wrap_apply_chord(guard)
     journal.connect_signals(app)
     enable_durable_hooks()  # durable_chord headers record their completion in this store
+    remote.register(app)
     if app.finalized:
         unlock.register(app)
     else:

@@ -24,8 +24,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .._urls import mask_text
+from ..actions import OperatorFail, fail_chord
 from ..actions import dead_letters as letters
-from ..actions import fail_chord
 from ..errors import ChordguardError, DeadLetterError
 from ..model import ChordKind, to_jsonable
 from ..monitor.api import health_from
@@ -134,7 +134,7 @@ def create_app(app: Celery, token: str | None = None, stuck_after_hours: float =
         if target is None:
             return _error(404, "no in-flight chord with that group or callback id")
         try:
-            plan = await asyncio.to_thread(fail_chord, app, target, reason)
+            plan = await asyncio.to_thread(fail_chord, app, target, reason, OperatorFail())
         except ChordguardError as exc:
             return _error(502, mask_text(str(exc)))
         await board.cache.refresh()
