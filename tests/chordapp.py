@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 
 import pydantic
@@ -133,6 +134,19 @@ def register_tasks(app: Celery) -> None:
     def loud_errback(request, exc, traceback):
         """An old-style errback: Celery runs it in the process that marks the failure."""
         print(f"LOUD ERRBACK for {request.id}: {exc}")
+
+    @app.task(shared=False, name="t.where_errback")
+    def where_errback(request, exc, traceback):
+        """An old-style errback that prints, then records which process ran it."""
+        print(f"WHERE ERRBACK for {request.id}")
+        trace_redis().rpush(f"cg:errback:{request.id}", json.dumps(
+            {"pid": os.getpid(), "host": socket.gethostname()}))
+
+    @app.task(shared=False, name="t.raising_errback")
+    def raising_errback(request, exc, traceback):
+        """An old-style errback that prints and raises."""
+        print(f"RAISING ERRBACK for {request.id}")
+        raise RuntimeError("the errback blew up")
 
     @app.task(shared=False, name="t.stamp")
     def stamp(value=None):

@@ -84,20 +84,31 @@ def test_revoke_fails_the_callback_and_runs_its_errbacks(make_cluster, broker):
 
 
 def test_revoke_by_id_fails_exactly_that_chord(make_cluster):
+    """No guard in the workers: an old-style errback would run in the operator's process, so
+    revoke refuses (nothing done) unless --in-process, which captures what it prints."""
     cluster = make_cluster(REDIS_URL, PG_BACKEND)
     cluster.start_worker()
     app = cluster.app
-    doomed = chord([app.signature("t.sleep", (30,))])(
+    doomed = chord([app.signature("t.sleep", (300,))])(
         app.signature("t.tsum").on_error(app.signature("t.loud_errback")))
     spared = chord([app.signature("t.sleep", (4, 5))])(app.signature("t.tsum"))
     wait_for(lambda: doomed.parent.id in [c.id for c in get_active_chord_unlocks(app)],
              what="the chord in flight")
 
-    loud = chordguard_cli(cluster, "revoke", doomed.parent.id, "--json")  # printing errback
+    refused = chordguard_cli(cluster, "revoke", doomed.parent.id, "--json")
+    assert refused.returncode == 1 and refused.stdout == "", refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert "old-style errback(s) t.loud_errback" in refused.stderr
+    assert "--in-process" in refused.stderr and "LOUD" not in refused.stderr
+    assert doomed.state == "PENDING"  # nothing was done
+
+    loud = chordguard_cli(cluster, "revoke", doomed.parent.id, "--json", "--in-process")
     assert loud.returncode == 0, loud.stderr
-    done = json.loads(loud.stdout)  # still valid JSON: the errback printed to stderr
+    done = json.loads(loud.stdout)  # still valid JSON: what the errback printed is captured
     assert [p["chord_id"] for p in done["chords"]] == [doomed.parent.id]
-    assert "LOUD ERRBACK" in loud.stderr and "LOUD" not in loud.stdout
+    assert "LOUD" not in loud.stderr
+    assert any("failed in this process; its errbacks printed: LOUD ERRBACK" in step
+               for step in done["chords"][0]["steps"])
     wait_for(lambda: doomed.state == "FAILURE", what="callback FAILURE")
     assert "failed on request" in str(doomed.result)
     assert spared.get(timeout=30) == 5  # the other chord ran on, untouched
