@@ -89,8 +89,10 @@ def test_journal_keeps_the_whole_record_and_counts_polls_and_duplicates(store):
     store.count(chord.id, "polls")
     store.count(chord.id, "polls", 2)
     store.count(chord.id, "duplicates")
+    store.count(chord.id, "callback_duplicates", 2)
     found = store.chord(chord.id)
-    assert (found.polls, found.duplicates, found.header_ids) == (3, 1, ["a", "b", "c"])
+    assert (found.polls, found.duplicates, found.callback_duplicates) == (3, 1, 2)
+    assert found.header_ids == ["a", "b", "c"]
     assert found.callback["args"] == [datetime.datetime(2026, 1, 2, 3, 4, 5)]  # kombu's JSON
     assert found.callback["kwargs"]["odd"].startswith("<object object")  # else its repr
     assert (found.created_at, found.deadline_at) == (chord.created_at, chord.deadline_at)
@@ -398,3 +400,18 @@ def _sessions(store) -> set[int]:
     query = text("SELECT pg_backend_pid()")
     return {store._transaction(lambda conn: conn.execute(query).scalar()),
             store._run(lambda conn: conn.execute(query).scalar())}
+
+
+def test_a_journal_made_before_a_counter_existed_gets_its_column(tmp_path):
+    import sqlite3
+
+    old = tmp_path / "old.sqlite"
+    SqlStore(f"sqlite:///{old}").record_chord(record("app-old"))
+    with sqlite3.connect(old) as db:  # as an earlier chordguard left it
+        db.execute("ALTER TABLE chordguard_journal DROP COLUMN callback_duplicates")
+    store = SqlStore(f"sqlite:///{tmp_path}/./old.sqlite")  # a new engine, as after an upgrade
+    chord = record("app-old")
+    store.record_chord(chord)
+    store.count(chord.id, "callback_duplicates")
+    assert store.chord(chord.id).callback_duplicates == 1
+    assert [c.app for c in store.open_chords(app="app-old")] == ["app-old", "app-old"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..model import FAILED_STATES
-from .protocols import DEFAULT_RETENTION, Store
+from .protocols import COUNTERS, DEFAULT_RETENTION, Store
 from .records import (
     CLAIM_GRACE,
     DLQ_DEAD,
@@ -122,7 +122,7 @@ class MemoryStore(Store):
         return self._update_chord(chord_id, end)
 
     def count(self, chord_id: str, name: str, n: int = 1) -> None:
-        assert name in ("polls", "duplicates"), name
+        assert name in COUNTERS, name
 
         def add(record: ChordRecord) -> bool:
             setattr(record, name, getattr(record, name) + n)

@@ -32,6 +32,7 @@ from .records import (
 )
 
 DEFAULT_RETENTION = 30 * 86400.0
+COUNTERS = ("polls", "duplicates", "callback_duplicates")  # ChordRecord's journal counters
 
 
 class Journal(Protocol):
@@ -67,7 +68,7 @@ class Journal(Protocol):
 
     @abstractmethod
     def count(self, chord_id: str, name: str, n: int = 1) -> None:
-        """Add ``n`` to a chord's ``polls`` or ``duplicates`` counter."""
+        """Add ``n`` to one of a chord's ``COUNTERS``."""
 
     @abstractmethod
     def purge(self, now_: float | None = None) -> int:

@@ -64,7 +64,8 @@ class ChordRecord:
     done: int = 0
     failed: int = 0
     polls: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # duplicate chord_unlock chains the guard stopped
+    callback_duplicates: int = 0  # callback deliveries the run-once claim stopped
 
     @property
     def open(self) -> bool:

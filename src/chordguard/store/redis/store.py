@@ -12,7 +12,7 @@ import time
 import redis
 
 from ...model import FAILED_STATES
-from ..protocols import DEFAULT_RETENTION, Store
+from ..protocols import COUNTERS, DEFAULT_RETENTION, Store
 from ..records import (
     DLQ_DEAD,
     OPEN,
@@ -107,7 +107,7 @@ class RedisStore(RedisBarriers, Store):
                 ended_at=float(values["ended_at"]) if values.get("ended_at") else None,
                 last_progress_at=max((float(at) for _, at in states), default=None),
                 done=len(states), failed=sum(1 for s, _ in states if s in FAILED_STATES),
-                polls=int(values.get("polls", 0)), duplicates=int(values.get("duplicates", 0))))
+                **{name: int(values.get(name, 0)) for name in COUNTERS}))
         return out
 
     def finish_chord(self, chord_id: str, state: str, reason: str) -> bool:
@@ -117,7 +117,7 @@ class RedisStore(RedisBarriers, Store):
                                        chord_id]))
 
     def count(self, chord_id: str, name: str, n: int = 1) -> None:
-        assert name in ("polls", "duplicates"), name
+        assert name in COUNTERS, name
         key = keys.chord(chord_id)
         if self.client.exists(key):
             self.client.hincrby(key, name, n)

@@ -21,6 +21,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
+    text,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
@@ -41,6 +43,7 @@ journal = Table(
     Column("ended_at", Float),
     Column("polls", Integer, nullable=False, default=0),
     Column("duplicates", Integer, nullable=False, default=0),
+    Column("callback_duplicates", Integer, nullable=False, default=0, server_default="0"),
     Index("chordguard_journal_open", "state", "app", "deadline_at"),
 )
 parts = Table(
@@ -125,4 +128,23 @@ def create_tables(engine: Engine) -> None:
             raced = isinstance(error, IntegrityError) or "already exists" in str(error)
             if not raced or attempt == len(metadata.tables):
                 raise
+    _add_new_columns(engine)
     _created.add(engine)
+
+
+def _add_new_columns(engine: Engine) -> None:
+    """Columns added since a table was created (each has a server default) are added to it;
+    a process racing to add one too is fine."""
+    for table in metadata.tables.values():
+        present = {c["name"] for c in inspect(engine).get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+                                      f"{kind} NOT NULL DEFAULT {column.server_default.arg}"))
+            except (OperationalError, ProgrammingError) as error:
+                if "duplicate" not in str(error).lower() and "exists" not in str(error):
+                    raise

@@ -135,7 +135,8 @@ class SqlStore(SqlBarriers, Store):
         return self._transaction(lambda conn: conn.execute(query).rowcount) == 1
 
     def count(self, chord_id: str, name: str, n: int = 1) -> None:
-        column = {"polls": journal.c.polls, "duplicates": journal.c.duplicates}[name]
+        column = {"polls": journal.c.polls, "duplicates": journal.c.duplicates,
+                  "callback_duplicates": journal.c.callback_duplicates}[name]
         query = update(journal).where(journal.c.id == chord_id).values({column: column + n})
         self._transaction(lambda conn: conn.execute(query))
 
