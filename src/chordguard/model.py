@@ -110,6 +110,7 @@ class Chord:
     evidence: dict[str, str] = field(default_factory=dict)  # figure -> where it came from
     sources: list[str] = field(default_factory=list)
     callback_signature: dict[str, Any] | None = None
+    callback_duplicates: int = 0  # extra deliveries the guard's run-once claim stopped
     diagnoses: list[Diagnosis] = field(default_factory=list)
     ended: str | None = None  # no longer in flight: when, how and why (journal, barrier)
 
@@ -149,6 +150,7 @@ class ClusterFacts:
     lost_header_grace: float = 60.0  # chordguard_lost_header_grace: seconds before lost_header
     holdings_complete: bool = False  # every inspect command answered, every queue read in full
     breakers: dict[str, str] = field(default_factory=dict)  # callback -> breaker state (journal)
+    executing: dict[str, int] = field(default_factory=dict)  # task id -> requests running it
 
 
 @dataclass

@@ -6,7 +6,7 @@ import inspect
 import textwrap
 from pathlib import Path
 
-from chordguard.monitor.diagnose import CATALOG, RULES, diagnose
+from chordguard.monitor.diagnose import CATALOG, EVIDENCE, KINDS, RULES, diagnose
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,5 +35,11 @@ def test_every_rule_emits_a_catalogued_code_and_every_code_has_a_rule():
     assert all(by_rule.values()), {n: c for n, c in by_rule.items() if not c}  # no silent rule
     emitted = set().union(*by_rule.values()) | emitted_codes(diagnose)
     assert emitted - set(CATALOG) == set()  # nothing emitted without its doc entry
-    # no documented code that nothing emits, but the one still to build (issue 11)
-    assert set(CATALOG) - emitted == {"duplicate_callback"}
+    assert set(CATALOG) - emitted == set()  # no documented code that nothing emits
+
+
+def test_every_code_says_its_evidence_for_every_chord_kind():
+    assert set(EVIDENCE) == set(CATALOG)
+    assert {code: set(kinds) for code, kinds in EVIDENCE.items() if set(kinds) != set(KINDS)} \
+        == {}
+    assert all(text.strip() for kinds in EVIDENCE.values() for text in kinds.values())

@@ -20,6 +20,7 @@ from .state import Guard
 
 logger = logging.getLogger(__name__)
 RUN_CLAIM = "run:"
+ENDED_HOLDER = "chordguard:"  # a run-once claim taken by the guard for a chord it ended
 
 
 def header_inputs(guard: Guard, header_ids: list[str]) -> tuple[list[Any], dict[str, str]]:
@@ -79,7 +80,7 @@ def dead_letter(guard: Guard, record: ChordRecord, reason: str, inputs: Any, *,
         reason = f"replay of {replay_of} failed: {reason}"
     elif not store.finish_chord(record.id, DEAD_LETTERED, reason):
         return None
-    store.claim(RUN_CLAIM + record.id, "chordguard:" + DEAD_LETTERED)
+    store.claim(RUN_CLAIM + record.id, ENDED_HOLDER + DEAD_LETTERED)
     letter = DeadLetter(id=uuid.uuid4().hex[:16], chord_id=record.id, app=record.app,
                         callback_name=record.callback_name, callback=record.callback,
                         reason=reason, error=error, traceback=traceback,

@@ -18,7 +18,7 @@ from ..errors import CircuitOpenError
 from ..model import STAMP
 from ..store.records import SUCCEEDED
 from . import breaker, envelopes
-from .ending import RUN_CLAIM, dead_letter, ensure_record
+from .ending import ENDED_HOLDER, RUN_CLAIM, dead_letter, ensure_record
 from .journal import HANDLED
 from .state import guard_of
 
@@ -185,6 +185,7 @@ def _enter_once(task: Any, guard: Any, chord_id: str, results: Any) -> None:
     holder = guard.store.claim(RUN_CLAIM + chord_id, task.request.id)
     if holder is not None:
         if holder == task.request.id:  # our own earlier delivery started and never finished
+            guard.store.count(chord_id, "callback_duplicates")
             record = ensure_record(guard, chord_id, None)
             dead_letter(guard, record, "callback_failed: a delivery of this callback started "
                         "and never finished (worker lost?); not run again", results,
@@ -192,6 +193,8 @@ def _enter_once(task: Any, guard: Any, chord_id: str, results: Any) -> None:
             raise CircuitOpenError(f"chord {chord_id}: callback not run twice")
         logger.warning("chordguard: chord %s callback already claimed by %s; ignored",
                        chord_id, holder)
+        if not holder.startswith(ENDED_HOLDER):  # not a chord already ended by the guard
+            guard.store.count(chord_id, "callback_duplicates")
         raise Ignore()
     if not breaker.allow(guard, task.name):
         record = ensure_record(guard, chord_id, None)

@@ -78,14 +78,92 @@ CATALOG: dict[str, Code] = {c.code: c for c in [
          "consumes, so it will never run.",
          "Start a worker for that queue (-Q) or fix the task routing; then the chord proceeds."),
     Code("duplicate_callback", Severity.WARNING,
-         "The callback ran more than once for this chord.",
-         "Make the callback idempotent or run-once (@chordguard.chord_callback)."),
+         "The chord's callback was delivered more than once (acks_late redelivery, a "
+         "visibility timeout shorter than the callback, a worker lost mid-run): unless it is "
+         "run-once, its body runs twice.",
+         "Make the callback idempotent or run-once (@chordguard.chord_callback in a guarded "
+         "app stops extra deliveries); raise visibility_timeout above its time limit."),
     Code("durable_overdue", Severity.BLOCKING,
          "A durable chord is past its deadline and still in flight: no reaper is running for "
          "its app, so nothing will end it.",
          "Run `chordguard -A proj reap` (or schedule the beat task chordguard.durable.reap); "
          "`chordguard revoke` fails it now."),
 ]}
+
+KINDS = {"redis": "Redis chord", "unlock": "chord_unlock chord",
+         "guarded": "guarded (journal)", "durable": "durable"}
+"""The chord kinds docs/diagnoses.md tells evidence for (guarded: any kind, guard installed)."""
+HOLDINGS = "queue peek + workers' reserved/active (shared look-up)"
+NONE = "does not apply"
+
+EVIDENCE: dict[str, dict[str, str]] = {
+    "stuck": {
+        "redis": "idle since the last part recorded in the chord's `.j` key",
+        "unlock": "header results' done times and the unlock message's retries (a lower "
+                  "bound of the age)",
+        "guarded": "journal: exact publication time and last finished header part",
+        "durable": "barrier: creation time and last completed part"},
+    "lost_header": {
+        "redis": f"header result PENDING + {HOLDINGS}; complete view, past the grace",
+        "unlock": f"header result PENDING + {HOLDINGS}; complete view, past the grace",
+        "guarded": "as its kind, every header id from the journal; the guard's unlock also "
+                   "ends the chord (journal saw the part finish, its result reads PENDING)",
+        "durable": f"{NONE}: the barrier counts parts; its deadline ends the chord"},
+    "counter_lost": {
+        "redis": "the chord's Redis keys: `.s` gone while `.j` remains",
+        "unlock": NONE, "guarded": "as a Redis chord; the reaper ends it by its deadline",
+        "durable": NONE},
+    "counter_expiring": {
+        "redis": "`.s` TTL against the idle time and mean gap between part returns",
+        "unlock": NONE, "guarded": "as a Redis chord, with the journal's exact age",
+        "durable": NONE},
+    "unlock_storm": {
+        "redis": NONE,
+        "unlock": f"two observations of chord_unlock copies ({HOLDINGS}, scheduled) and "
+                  "their retries counts",
+        "guarded": "the guard's unlock holds a lease: a duplicate chain stops (journal counts "
+                   "it)",
+        "durable": NONE},
+    "header_failed": {
+        "redis": "header results FAILURE/REVOKED (header ids from the chord's messages)",
+        "unlock": "header results FAILURE/REVOKED (header ids from the unlock message)",
+        "guarded": "header results of every header id in the journal",
+        "durable": "barrier: failed parts"},
+    "nested_chain_failed": {
+        "redis": "not detected",
+        "unlock": "a PENDING header part's chain parents (unlock message) and their results",
+        "guarded": "as its kind; the guard's unlock ends the chord by its deadline",
+        "durable": NONE},
+    "callback_failed": {
+        "redis": "callback result FAILURE (callback id from the header messages)",
+        "unlock": "callback result FAILURE (callback id from the unlock message)",
+        "guarded": "callback id from the journal and its result; the dead letter keeps its "
+                   "inputs",
+        "durable": "callback id from the barrier and its result"},
+    "orphaned_body": {
+        "redis": "the chord's Redis keys: count complete, no `.c` dispatch claim, past 20 s",
+        "unlock": "every header ready, callback PENDING, every unlock copy left revoked "
+                  "(workers' revoked lists)",
+        "guarded": "as its kind",
+        "durable": f"{NONE}: the reaper reclaims a dispatch claim that lapsed"},
+    "no_consumer": {
+        "redis": f"{HOLDINGS}: a pending header in a queue no worker consumes",
+        "unlock": f"{HOLDINGS}: a pending header or unlock message in a queue no worker "
+                  "consumes",
+        "guarded": "as its kind",
+        "durable": "not detected"},
+    "duplicate_callback": {
+        "redis": "workers' active requests: the callback id executing twice at once",
+        "unlock": "workers' active requests: the callback id executing twice at once",
+        "guarded": "journal: deliveries the run-once claim stopped "
+                   "(`@chordguard.chord_callback`)",
+        "durable": "not detected"},
+    "durable_overdue": {
+        "redis": NONE, "unlock": NONE,
+        "guarded": f"{NONE}: the guard's reaper ends chords at their deadline",
+        "durable": "barrier (store): deadline passed, still in flight"},
+}
+"""Per code and chord kind, the evidence the rule needs (docs/diagnoses.md shows it)."""
 
 Rule = Callable[[Chord, ClusterFacts], Diagnosis | None]
 
@@ -248,6 +326,22 @@ def no_consumer(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
                 headers=headers, unlocks=unlocks, workers=facts.workers)
 
 
+def duplicate_callback(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    """The callback was delivered more than once: extra deliveries the guard's run-once
+    claim stopped (journal), or its id executing in two requests at once (workers)."""
+    running = facts.executing.get(chord.callback_id or "", 0)
+    if chord.callback_duplicates < 1 and running < 2:
+        return None
+    if chord.callback_duplicates:
+        summary = (f"callback {chord.callback_name} ({chord.callback_id}) delivered "
+                   f"{chord.callback_duplicates} extra time(s); the guard ran it once")
+    else:
+        summary = (f"callback {chord.callback_name} ({chord.callback_id}) is executing "
+                   f"{running} times at once")
+    return make("duplicate_callback", summary, callback_id=chord.callback_id,
+                stopped_by_guard=chord.callback_duplicates, executing=running)
+
+
 def durable_overdue(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
     if chord.kind is not ChordKind.DURABLE or chord.deadline_at is None \
             or facts.now < chord.deadline_at:
@@ -259,7 +353,7 @@ def durable_overdue(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
 
 RULES: list[Rule] = [header_failed, nested_chain_failed, callback_failed, counter_lost,
                      counter_expiring, orphaned_redis_body, lost_header, unlock_storm,
-                     orphaned_unlock_body, no_consumer, durable_overdue]
+                     orphaned_unlock_body, no_consumer, duplicate_callback, durable_overdue]
 
 
 def diagnose(chord: Chord, facts: ClusterFacts, stuck_after_hours: float | None = None,

@@ -66,6 +66,11 @@ def to_chord(record: ChordRecord, now: float) -> Chord:
     chord.evidence.update({"created_at": "journal (chordguard store), exact",
                            "header": "journal: every header task id, recorded at publication",
                            "callback": "journal: recorded at publication"})
+    if record.callback_duplicates:
+        chord.callback_duplicates = record.callback_duplicates
+        chord.evidence["callback deliveries"] = (
+            f"journal: {record.callback_duplicates} extra delivery(ies) stopped by the "
+            "run-once claim")
     if record.polls or record.duplicates:
         chord.evidence["unlock polls"] = (f"journal: {record.polls} guarded poll(s), "
                                           f"{record.duplicates} duplicate chain(s) stopped")
