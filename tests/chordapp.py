@@ -148,6 +148,13 @@ def register_tasks(app: Celery) -> None:
         print(f"RAISING ERRBACK for {request.id}")
         raise RuntimeError("the errback blew up")
 
+    @app.task(shared=False, name="t.slow_record")
+    def slow_record(values, seconds, key):
+        """A slow callback that leaves one Redis list entry per run (per delivery)."""
+        trace_redis().rpush(key, json.dumps(values))
+        time.sleep(seconds)
+        return len(values)
+
     @app.task(shared=False, name="t.stamp")
     def stamp(value=None):
         """A header that returns the wall time it finished at."""
@@ -188,6 +195,13 @@ def register_guarded_tasks(app: Celery) -> None:
     def guarded_record(successes, failures, key):
         """Leaves one Redis list entry per body run: counts runs of a run-once callback."""
         trace_redis().rpush(key, json.dumps([successes, failures]))
+        return len(successes)
+
+    @chordguard.chord_callback(app=app, name="t.guarded_slow", shared=False)
+    def guarded_slow(successes, failures, seconds, key):
+        """A slow run-once callback that leaves one Redis list entry per body run."""
+        trace_redis().rpush(key, json.dumps(successes))
+        time.sleep(seconds)
         return len(successes)
 
     @chordguard.header_task(app=app, name="t.files", shared=False)

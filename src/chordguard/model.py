@@ -150,7 +150,6 @@ class ClusterFacts:
     lost_header_grace: float = 60.0  # chordguard_lost_header_grace: seconds before lost_header
     holdings_complete: bool = False  # every inspect command answered, every queue read in full
     breakers: dict[str, str] = field(default_factory=dict)  # callback -> breaker state (journal)
-    executing: dict[str, int] = field(default_factory=dict)  # task id -> requests running it
 
 
 @dataclass

@@ -13,6 +13,7 @@ from celery import Celery
 from ..errors import UnknownChordError, UnreachableError
 from ..model import Chord, ChordKind, Snapshot
 from .collect import cluster_facts, collect
+from .diagnose import AFTER_END
 from .sources import durable, journal
 
 LOOKS_FOR_ONE_CHORD = 3
@@ -36,8 +37,10 @@ def find_chord(app: Celery, chord_id: str) -> tuple[Snapshot, Chord]:
     for source in (journal, durable):
         over = source.ended(app, chord_id)
         if over is not None:
+            facts = cluster_facts(app)
+            over.diagnoses = [d for rule in AFTER_END if (d := rule(over, facts)) is not None]
             return Snapshot(taken_at=datetime.now(UTC), celery_version=celery.__version__,
-                            facts=cluster_facts(app), chords=[over]), over
+                            facts=facts, chords=[over]), over
     for look in range(LOOKS_FOR_ONE_CHORD):
         if look:
             time.sleep(1.5 * float(app.conf.result_chord_retry_interval or 1.0))

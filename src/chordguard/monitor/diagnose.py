@@ -153,8 +153,9 @@ EVIDENCE: dict[str, dict[str, str]] = {
         "guarded": "as its kind",
         "durable": "not detected"},
     "duplicate_callback": {
-        "redis": "workers' active requests: the callback id executing twice at once",
-        "unlock": "workers' active requests: the callback id executing twice at once",
+        "redis": "not detected without the guard (nothing names the callback once published)",
+        "unlock": "`chordguard watch` (task events): the callback id, named by the unlock "
+                  "polls, started twice",
         "guarded": "journal: deliveries the run-once claim stopped "
                    "(`@chordguard.chord_callback`)",
         "durable": "not detected"},
@@ -328,18 +329,13 @@ def no_consumer(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
 
 def duplicate_callback(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
     """The callback was delivered more than once: extra deliveries the guard's run-once
-    claim stopped (journal), or its id executing in two requests at once (workers)."""
-    running = facts.executing.get(chord.callback_id or "", 0)
-    if chord.callback_duplicates < 1 and running < 2:
+    claim stopped (journal). Without the guard, ``chordguard watch`` reports the same code
+    from task events (``monitor.events``)."""
+    if chord.callback_duplicates < 1:
         return None
-    if chord.callback_duplicates:
-        summary = (f"callback {chord.callback_name} ({chord.callback_id}) delivered "
-                   f"{chord.callback_duplicates} extra time(s); the guard ran it once")
-    else:
-        summary = (f"callback {chord.callback_name} ({chord.callback_id}) is executing "
-                   f"{running} times at once")
-    return make("duplicate_callback", summary, callback_id=chord.callback_id,
-                stopped_by_guard=chord.callback_duplicates, executing=running)
+    return make("duplicate_callback", f"callback {chord.callback_name} ({chord.callback_id}) "
+                f"delivered {chord.callback_duplicates} extra time(s); the guard ran it once",
+                callback_id=chord.callback_id, stopped_by_guard=chord.callback_duplicates)
 
 
 def durable_overdue(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
@@ -354,6 +350,7 @@ def durable_overdue(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
 RULES: list[Rule] = [header_failed, nested_chain_failed, callback_failed, counter_lost,
                      counter_expiring, orphaned_redis_body, lost_header, unlock_storm,
                      orphaned_unlock_body, no_consumer, duplicate_callback, durable_overdue]
+AFTER_END: list[Rule] = [duplicate_callback]  # still true of a chord that has ended
 
 
 def diagnose(chord: Chord, facts: ClusterFacts, stuck_after_hours: float | None = None,

@@ -10,6 +10,8 @@ sliding window and reports, once per chord:
   count stops increasing (a second message with the same id is alive: acks_late redelivery);
 - ``callback_failed``: the callback named in the unlock arguments failed;
 - ``unlock_failed``: the unlock task itself failed (e.g. ``max_retries`` ran out);
+- ``duplicate_callback``: the callback named in the unlock arguments started twice (its
+  message was delivered twice: acks_late redelivery, visibility timeout);
 - ``stuck``: the unlock has been polling longer than ``stuck_after`` (``retries`` x interval,
   a lower bound that counts polls made before the watch started).
 
@@ -72,6 +74,7 @@ class _ChordState:
     polls: deque = field(default_factory=deque)  # event timestamps, newest last
     chains: dict[str, int] = field(default_factory=dict)  # unlock id -> last retries seen
     repeats: int = 0  # deliveries whose retries count did not increase
+    callback_starts: int = 0  # task-started events of the callback
     retries: int = 0
     reported: set[str] = field(default_factory=set)
     finished: bool = False
@@ -105,6 +108,9 @@ class UnlockWatch:
         kind = event.get("type")
         if kind == "task-received" and event.get("name") in self.unlock_tasks:
             return self._poll(event, at)
+        if kind == "task-started" and self.index.get(event.get("uuid") or "", ("", ""))[1] \
+                == "callback":
+            return self._started(event["uuid"], at)
         if kind == "task-failed" and event.get("uuid") in self.index:
             return self._failed(event, at)
         if kind == "task-succeeded" and event.get("uuid") in self.index:
@@ -180,6 +186,19 @@ class UnlockWatch:
                 f"chord {chord_id} has been polling for at least "
                 f"{state.retries * self.interval:.0f} s ({state.retries} retries)"))
         return [a for a in found if a is not None]
+
+    def _started(self, callback_id: str, at: float) -> list[Anomaly]:
+        chord_id, _ = self.index[callback_id]
+        state = self.chords.get(chord_id)
+        if state is None:
+            return []
+        state.callback_starts += 1
+        if state.callback_starts < 2:
+            return []
+        summary = (f"callback {state.callback_name or ''} ({callback_id}) of chord {chord_id} "
+                   f"started {state.callback_starts} times")
+        return [a for a in [self._report(chord_id, state, "duplicate_callback", at, summary)]
+                if a is not None]
 
     def _failed(self, event: Mapping[str, Any], at: float) -> list[Anomaly]:
         chord_id, role = self.index[event["uuid"]]
