@@ -154,3 +154,22 @@ def test_the_three_second_trap_it_reports_is_real(make_cluster):
         app.signature("t.collect"))
     with pytest.raises(ChordError):
         result.get(timeout=60)
+
+
+def test_doctor_warns_when_guarded_workers_use_another_store(make_cluster, tmp_path):
+    worker_store = f"sqlite:///{tmp_path}/workers.sqlite"
+    cluster = make_cluster(REDIS_URL, REDIS_URL, {"guard": {"store": worker_store}})
+    cluster.start_worker()
+
+    def doctor_codes(cli_store: str) -> dict[str, dict]:
+        env = cluster.env(CG_CONF=json.dumps({**cluster.conf, "guard": {"store": cli_store}}))
+        run = subprocess.run([sys.executable, "-m", "chordguard", "-A", "tests.chordapp",
+                              "doctor", "--json"], env=env, cwd=ROOT, capture_output=True,
+                             text=True, timeout=60)
+        return {f["code"]: f for f in json.loads(run.stdout)["findings"]}
+
+    assert "store_not_shared" not in doctor_codes(worker_store)
+    apart = doctor_codes(f"sqlite:///{tmp_path}/elsewhere.sqlite")["store_not_shared"]
+    assert apart["severity"] == "warning" and apart["setting"] == "chordguard_store"
+    assert f"uses sqlite:///{tmp_path}/workers.sqlite" in apart["summary"]
+    assert "elsewhere.sqlite" in apart["summary"] and "CHORDGUARD_STORE" in apart["fix"]

@@ -36,9 +36,10 @@ def hazards_panel(known: list[Hazard]) -> Panel:
 @command(COMMANDS, name="doctor")
 def doctor() -> int:
     """Lint the app's configuration for chord hazards; exit 1 when any is found. Also names
-    the installed Celery's known chord hazards and what chordguard does about each."""
+    the installed Celery's known chord hazards and what chordguard does about each, and
+    warns when guarded workers use another store than this command."""
     opts = settings()
-    config = config_from_app(opts.app)
+    config = config_from_app(opts.app, ask_workers=True)
     findings = lint(config)
     known = hazards(config.celery)
     if opts.json:

@@ -8,6 +8,7 @@ function that looks at a live app) builds the AppConfig.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,10 +18,11 @@ from celery import Celery
 from celery.app.defaults import _TO_NEW_KEY, DEFAULTS
 
 from .._compat import INSTALLED, CeleryFacts
-from ..config import installed_settings
+from ..config import STORE_ENV, installed_settings, store_identity, store_url
 from ..model import Severity, format_seconds
 from .celery_hazards import HAZARDS
 from .diagnose import Code
+from .sources.guard_presence import Presence, guard_presence
 
 REDIS_DEFAULT_VISIBILITY = 3600.0  # kombu.transport.redis
 SQS_DEFAULT_VISIBILITY = 1800.0  # kombu.transport.SQS
@@ -59,6 +61,9 @@ class AppConfig:
     tasks: list[TaskFacts] = field(default_factory=list)
     guarded: bool = False  # chordguard.install(app) ran: its unlock ignores max_retries
     celery: CeleryFacts = INSTALLED  # the Celery version the app runs with
+    store: str = ""  # config.store_identity of the store this process (the CLI) reads
+    host: str = ""  # this process's host name
+    workers: list[Presence] | None = None  # guarded workers' answers; None: not asked
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.settings.get(key)
@@ -136,6 +141,12 @@ CHECKS: dict[str, Code] = {c.code: c for c in [
          "unlock retry rates or callback failures as they happen.",
          "Set worker_send_task_events=True (or start workers with -E) and "
          "task_send_sent_event=True."),
+    Code("store_not_shared", Severity.WARNING,
+         "The guarded workers write their journal, dead letters and durable chords to a "
+         "store this command does not read (another URL, or a SQLite file on another host): "
+         "status, dlq and the dashboard miss what the guard records.",
+         f"Set {STORE_ENV} (or app.conf.chordguard_store) to the same URL for the workers "
+         "and the CLI; across hosts use PostgreSQL or Redis, not a SQLite file."),
     *(Code(h.code, Severity.WARNING, h.what, h.chordguard) for _, h in HAZARDS
       if h.code in ("untested_celery_version", "nested_chain_failure")),
 ]}
@@ -303,9 +314,22 @@ def events(config: AppConfig) -> Iterable[Finding]:
                       "worker_send_task_events is off")
 
 
+def shared_store(config: AppConfig) -> Iterable[Finding]:
+    """Guarded workers whose store is not the one this process reads."""
+    apart = [w for w in config.workers or [] if w.store != config.store
+             or (w.store.startswith("sqlite:") and w.host != config.host)]
+    if not apart:
+        return
+    shown = "; ".join(f"{w.worker} uses {w.store}" + (f" on host {w.host}" if w.host !=
+                                                        config.host else "") for w in apart[:3])
+    yield finding("store_not_shared", "chordguard_store",
+                  f"{shown}; this command reads {config.store} on host {config.host}")
+
+
 RULES: list[Callable[[AppConfig], Iterable[Finding]]] = [
     ignored_settings, unlock_annotations, backoff_without_autoretry, result_expiry,
     backend_supports_chords, acks_late, visibility_timeout, celery_version, events,
+    shared_store,
 ]
 
 
@@ -315,8 +339,10 @@ def lint(config: AppConfig) -> list[Finding]:
     return sorted(found, key=lambda f: f.severity is not Severity.BLOCKING)
 
 
-def config_from_app(app: Celery) -> AppConfig:
-    """Read what ``lint`` needs from a live app (finalizing it: tasks get their annotations)."""
+def config_from_app(app: Celery, ask_workers: bool = False) -> AppConfig:
+    """Read what ``lint`` needs from a live app (finalizing it: tasks get their annotations);
+    ``ask_workers``: also which store each guarded worker uses (one bounded broadcast; no
+    answer, e.g. no broker, leaves ``workers`` None)."""
     conf = app.conf
     conf.finalize()
     guard = installed_settings(app)
@@ -336,8 +362,15 @@ def config_from_app(app: Celery) -> AppConfig:
                 max_retries=options.get("max_retries"),
                 backoff_options=backoff_options(options),
                 autoretry_for=tuple(options.get("autoretry_for") or ())))
+    workers = None
+    if ask_workers:
+        try:
+            workers = guard_presence(app)
+        except Exception:  # doctor lints the configuration even with no broker to ask
+            workers = None
     return AppConfig(settings=settings, user_keys=user_keys, tasks=tasks,
-                     guarded=guard is not None)
+                     guarded=guard is not None, store=store_identity(store_url(app)),
+                     host=socket.gethostname(), workers=workers)
 
 
 def runs_once(task: Any) -> bool:
