@@ -11,7 +11,7 @@ from celery import Celery
 
 from .._timeouts import within
 from ..errors import ConfigurationError
-from ..model import Chord, ChordKind
+from ..model import READY_STATES, Chord, ChordKind
 from .callback import OperatorFail
 from .fail import ACTION_TIMEOUT, FailPlan, fail_chord, plan_fail
 
@@ -41,9 +41,13 @@ def purge_coordination(app: Celery, chords: list[Chord], queues: set[str],
     joined by chord_unlock. ``operator``: see ``fail_chord``.
     """
     report = PurgeReport(dry_run, all_queues)
+    affected = chords if all_queues else [c for c in chords if c.kind is ChordKind.UNLOCK]
+    if operator is not None and not dry_run:  # refuse before anything is purged
+        for chord in affected:
+            if chord.callback_state not in READY_STATES:
+                operator.check(app, chord.callback_signature)
     report.removed = within(ACTION_TIMEOUT * 3, "broker (purge)", _purge, app, sorted(queues),
                             all_queues, dry_run)
-    affected = chords if all_queues else [c for c in chords if c.kind is ChordKind.UNLOCK]
     reason = "its coordination messages were purged by chordguard clean"
     for chord in affected:
         report.failed_chords.append(plan_fail(chord, reason) if dry_run

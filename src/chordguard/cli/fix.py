@@ -14,7 +14,7 @@ import sys
 import click
 
 from ..actions import FailPlan, OperatorFail, fail_chord, plan_fail
-from ..model import Chord, format_seconds, to_jsonable
+from ..model import READY_STATES, Chord, format_seconds, to_jsonable
 from ..monitor.collect import collect
 from ..monitor.doctor import config_from_app, lint
 from ..monitor.triage import idle_seconds, reason, recommendations, triage
@@ -80,6 +80,10 @@ def fix(stuck_after: float, auto_fail_after: float, yes: bool, dry_run: bool,
     done: list[FailPlan] = []
     left: list[Chord] = []
     operator = OperatorFail(in_process=in_process)
+    if not dry_run:  # refuse before failing any chord
+        for chord in split.fail + (split.ask if yes else []):
+            if chord.callback_state not in READY_STATES:
+                operator.check(opts.app, chord.callback_signature)
     if not opts.json:
         opts.console.print(f"\n{len(split.stuck)} stuck chord(s) (idle > "
                            f"{format_seconds(stuck_after)} or blocked)")
