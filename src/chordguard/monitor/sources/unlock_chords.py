@@ -323,8 +323,7 @@ def _facts_from(observations: list[Observation], facts: ClusterFacts) -> Cluster
     complete = all(o.survey is not None and not o.survey.failed and o.view is not None
                    and o.view.complete for o in observations)
     return dataclasses.replace(facts, workers=surveys[-1].workers, consumed_queues=consumed,
-                               queued={**facts.queued, **queued}, holdings_complete=complete,
-                               executing=surveys[-1].executing())
+                               queued={**facts.queued, **queued}, holdings_complete=complete)
 
 
 def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
@@ -348,7 +347,7 @@ def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
         chord.evidence["observations"] = f"{len(observations)} (inspect round + broker peek)" + \
             ("; problems: " + "; ".join(dict.fromkeys(problems)) if problems else "")
     facts.workers, facts.consumed_queues = interim.workers, interim.consumed_queues
-    facts.holdings_complete, facts.executing = interim.holdings_complete, interim.executing
+    facts.holdings_complete = interim.holdings_complete
     facts.queued.update(interim.queued)
     return chords
 

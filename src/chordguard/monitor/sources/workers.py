@@ -50,15 +50,6 @@ class WorkerSurvey:
     failed: dict[str, str] = field(default_factory=dict)  # command -> why it got no answer
     counting_queues: set[str] = field(default_factory=set)  # quorum/stream: requeues count
 
-    def executing(self) -> dict[str, int]:
-        """Task id -> how many requests execute it now, in every worker (2+: delivered
-        twice and started twice)."""
-        out: dict[str, int] = {}
-        for request in self.requests:
-            if request.state == "active":
-                out[request.task_id] = out.get(request.task_id, 0) + 1
-        return out
-
     def holders(self) -> dict[str, list[HeldRequest]]:
         """Task id -> every request for it, in every worker."""
         out: dict[str, list[HeldRequest]] = {}
