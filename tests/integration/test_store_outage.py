@@ -13,6 +13,7 @@ import time
 from collections import Counter
 
 import pytest
+from celery import chord
 
 from chordguard.config import apply_store_timeouts
 from chordguard.durable import durable_chord, reap, reap_forever
@@ -48,7 +49,7 @@ def short_timeouts():
 def outage_conf(store: str, **extra) -> dict:
     return {"cg_durable": True, "chordguard_store": store, "task_ignore_result": True,
             "chordguard_store_timeout": 2, "chordguard_store_connect_timeout": 1,
-            "chordguard_outage_settle": 5, **extra}
+            "chordguard_outage_settle": 3, **extra}
 
 
 def test_a_store_hung_mid_run_delays_every_chord_and_loses_none(make_cluster, server, trace,
@@ -73,7 +74,7 @@ def test_a_store_hung_mid_run_delays_every_chord_and_loses_none(make_cluster, se
     for handle in handles:
         assert handle.get(timeout=DEADLINE) == PARTS
         ends.append(time.monotonic() - started)
-    time.sleep(2)  # a late duplicate (a re-dispatch) would run by now
+    time.sleep(1)  # a late duplicate (a re-dispatch) would run by now
     stop.set()
     reaper.join(10)
     runs = Counter(values[0] // 10 for values in trace.entries())
@@ -83,6 +84,28 @@ def test_a_store_hung_mid_run_delays_every_chord_and_loses_none(make_cluster, se
     assert open_store(server.url).dead_letters() == []
     print(f"\n{type(server).__name__}: hang {HANG:g} s, last chord terminal "
           f"{max(ends):.1f} s after publication (deadline {DEADLINE:g} s)")
+
+
+def test_a_guarded_callback_waits_out_a_hung_store_and_runs_once(make_cluster, trace,
+                                                                   short_timeouts):
+    with private_redis() as server:
+        cluster = make_cluster(REDIS_URL, REDIS_URL, {
+            "guard": {"store": server.url, "deadline": 60, "reaper_interval": 1},
+            "chordguard_store_timeout": 1, "chordguard_store_connect_timeout": 1})
+        cluster.start_worker(concurrency=4)
+        app = cluster.app
+        results = [chord([app.signature("t.sleep", (1, 10 * c + i)) for i in range(3)])(
+            app.signature("t.guarded_record", kwargs={"key": trace.key})) for c in range(4)]
+        with server.hung(6):  # the headers finish and the callbacks start meanwhile
+            wait_for(lambda: all(r.parent.completed_count() == 3 for r in results),
+                     what="every header")
+            time.sleep(2)
+        assert [r.get(timeout=30) for r in results] == [3] * 4
+        runs = Counter(successes[0] // 10 for successes, _ in trace.entries())
+        assert runs == Counter(range(4)), runs
+        journal = open_store(server.url)
+        assert [journal.chord(r.parent.id).state for r in results] == ["succeeded"] * 4
+        assert journal.dead_letters() == []
 
 
 def test_deadlines_and_stalls_are_judged_on_the_store_clock(make_cluster, trace, monkeypatch):

@@ -15,10 +15,10 @@ from .._compat import chord_error
 from ..actions.callback import fail_callback
 from ..store import Store
 from ..store.clock import store_now
+from ..store.outage import until_written
 from .barrier import Barrier, callback_arg
 from .deadletter import dead_letter, inputs_of
 from .lazy import reference
-from .outage import until_written
 
 logger = logging.getLogger("chordguard.durable")
 

@@ -25,12 +25,12 @@ from kombu.utils.json import dumps
 from ..config import apply_store_timeouts, store_url
 from ..store import Store, open_store
 from ..store.clock import store_now
+from ..store.outage import until_written
 from ..store.records import BarrierState, Outcome, Policy
 from .barrier import MAX_OUTCOME_BYTES, claim_grace, failed, succeeded
 from .deadletter import dead_letter
 from .dispatch import CALLBACK_KEY, HEADER_KEY, dispatch, fail_chord
 from .lazy import LazyResults, referenced_id
-from .outage import until_written
 
 logger = logging.getLogger("chordguard.durable")
 UNDATED_RETRY = 3600.0  # a message without the chord's deadline retries a write this long
