@@ -7,6 +7,7 @@ from celery import Celery
 
 from chordguard.config import outage_settle, store_timeouts
 from chordguard.errors import ConfigurationError
+from chordguard.store import open_store, unreachable
 from chordguard.store.sql.engine import _postgres_limits
 from chordguard.store.timeouts import Timeouts, configure, from_environment
 
@@ -35,3 +36,12 @@ def test_postgres_connections_get_statement_and_lock_timeouts():
         configure(from_environment())
     assert limits["connect_timeout"] == 1
     assert limits["options"] == "-c statement_timeout=2500 -c lock_timeout=2500"
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:7439/0",
+                                 "postgresql+psycopg://postgres@127.0.0.1:5469/none"])
+def test_a_store_nobody_answers_for_is_unreachable_not_a_bug(url):
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - any driver's error
+        open_store(url).clock()
+    assert unreachable(caught.value)
+    assert not unreachable(ValueError("a bug"))
