@@ -26,7 +26,7 @@ from ..config import apply_store_timeouts, store_url
 from ..store import Store, open_store
 from ..store.clock import store_now
 from ..store.outage import until_written
-from ..store.records import BarrierState, Outcome, Policy
+from ..store.records import BarrierState, Completion, Outcome, Policy
 from .barrier import MAX_OUTCOME_BYTES, claim_grace, failed, succeeded
 from .deadletter import dead_letter
 from .dispatch import CALLBACK_KEY, HEADER_KEY, dispatch, fail_chord
@@ -66,10 +66,28 @@ def _store(app: Celery, meta: dict[str, Any]) -> Store:
     return open_store(store_url(app, meta.get("s")))
 
 
-def _must_land(store: Store, meta: dict[str, Any], call, what: str):
+def _must_land(store: Store, meta: dict[str, Any], call, what: str, again=None):
     """``call()``, retried through a store outage until the chord's deadline (``outage``)."""
     until = float(meta.get("d") or time.time() + UNDATED_RETRY)
-    return until_written(call, until, lambda: store_now(store), what)
+    return until_written(call, until, lambda: store_now(store), what, again)
+
+
+def _own_claim(store: Store, barrier_id: str, completion: Completion,
+               token: str) -> Completion:
+    """A retried completion that finds its part recorded: if the attempt whose reply was
+    lost claimed the dispatch (or the failure), this worker holds that claim — act on it now
+    rather than leave it to the reaper after the claim grace."""
+    if completion.outcome is not Outcome.DUPLICATE:
+        return completion
+    barrier = store.barrier(barrier_id)
+    if barrier is None or barrier.claim_token != token:
+        return completion
+    if barrier.state is BarrierState.DISPATCHING:
+        inline = None if barrier.by_reference else store.envelopes(barrier_id, 0, barrier.total)
+        return Completion(Outcome.DISPATCH, barrier, inline)
+    if barrier.state is BarrierState.FAILED:
+        return Completion(Outcome.FAIL, barrier)
+    return completion
 
 
 def record_part(app: Celery, meta: dict[str, Any], task_id: str, envelope: str,
@@ -77,10 +95,15 @@ def record_part(app: Celery, meta: dict[str, Any], task_id: str, envelope: str,
     """Record one finished header part; dispatch or fail the chord if this claims it."""
     store = _store(app, meta)
     token = uuid.uuid4().hex
-    completion = _must_land(store, meta, lambda: store.complete_part(
-        meta["b"], int(meta["i"]), envelope, is_failure, store_now(store), token,
-        app=meta.get("a") or app.main, grace=claim_grace(app.conf), reason=reason),
-        f"part {meta['i']} of durable chord {meta['b']}")
+
+    def complete() -> Completion:
+        return store.complete_part(
+            meta["b"], int(meta["i"]), envelope, is_failure, store_now(store), token,
+            app=meta.get("a") or app.main, grace=claim_grace(app.conf), reason=reason)
+
+    completion = _must_land(store, meta, complete,
+                            f"part {meta['i']} of durable chord {meta['b']}",
+                            again=lambda: _own_claim(store, meta["b"], complete(), token))
     if completion.outcome is Outcome.DISPATCH and completion.barrier is not None:
         dispatch(app, store, completion.barrier, completion.envelopes)
     elif completion.outcome is Outcome.FAIL and completion.barrier is not None:
