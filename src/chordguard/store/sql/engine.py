@@ -4,7 +4,9 @@
   process of a host can share one file;
 - PostgreSQL gets a connect timeout and pre-ping on the pool; ``run`` gives each thread
   one autocommit connection of its own, detached from the pool, so a one-statement write
-  costs exactly one round trip;
+  costs exactly one round trip. Nothing outlives a transaction on the server connection
+  (psycopg never prepares a statement server-side, no session setting, lock or cursor), so
+  PgBouncer in transaction mode may hand each transaction to another server connection;
 - the fork rule: a forked process (a prefork pool child) never reuses its parent's
   connections. Right after any ``os.fork`` every engine's pool is replaced without closing
   the parent's sockets, and the threads' own connections are forgotten. Everything SQL in
@@ -50,7 +52,11 @@ def _create(url: str) -> Engine:
             cursor.close()
 
         return created
-    connect_args = {"connect_timeout": CONNECT_TIMEOUT} if url.startswith("postgresql") else {}
+    connect_args: dict[str, object] = {}
+    if url.startswith("postgresql"):
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT
+    if url.startswith("postgresql+psycopg:"):  # psycopg 3 prepares a statement run 5 times
+        connect_args["prepare_threshold"] = None
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
