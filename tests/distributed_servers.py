@@ -198,3 +198,8 @@ def pgbouncer() -> str:
     servers.start(PGBOUNCER_PORT, [binary("pgbouncer", "pgbouncer"), *user, str(config)],
                   "pgbouncer")
     return f"postgresql+psycopg://postgres@127.0.0.1:{PGBOUNCER_PORT}/test"
+
+
+def pgbouncer_single() -> str:
+    """The PgBouncer URL of ``test_single``: every client shares one server connection."""
+    return pgbouncer().removesuffix("/test") + "/test_single"
