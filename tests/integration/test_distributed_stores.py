@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy
 from celery import chord
 from redis.cluster import RedisCluster
+from redis.sentinel import MasterNotFoundError
 
 import chordguard
 from chordguard.config import store_url
@@ -80,6 +81,10 @@ def test_redis_sentinel_store_and_result_backend(make_cluster, trace):
     assert seen is not None and "redis_chords" in seen.sources and "journal" in seen.sources
     assert seen.kind is chordguard.ChordKind.REDIS and (seen.done, seen.total) == (1, 2)
     assert slow.get(timeout=30) == 3.1
+    with pytest.raises(MasterNotFoundError) as error:  # a master the Sentinel does not know
+        open_store(backend + "?master_name=nope").lease_holder("any")
+    assert str(error.value) == f"no Sentinel at 127.0.0.1:{servers.SENTINEL_PORT} names a " \
+        "master 'nope'"
 
 
 def test_pgbouncer_transaction_mode_leaves_no_prepared_statement(make_cluster, trace):

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from redis.cluster import RedisCluster
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from ..._urls import mask_url
 from ...errors import ConfigurationError
@@ -108,6 +108,19 @@ def _sentinel_master(url: str) -> redis.Redis:
     credentials = {name: unquote(value) for name, value in
                    (("username", first.username), ("password", first.password)) if value}
     timeouts = {k: v for k, v in OPTIONS.items() if k != "health_check_interval"}
-    watchers = Sentinel(sentinels(url), sentinel_kwargs=timeouts, db=int(db), **credentials,
-                        **OPTIONS)
+    watchers = _Sentinels(sentinels(url), sentinel_kwargs=timeouts, db=int(db), **credentials,
+                          **OPTIONS)
     return watchers.master_for(master_name(url))
+
+
+class _Sentinels(Sentinel):
+    """redis-py's Sentinel, saying in one line when no Sentinel names the master."""
+
+    def discover_master(self, service_name: str) -> Any:
+        try:
+            return super().discover_master(service_name)
+        except MasterNotFoundError:
+            where = ", ".join("{host}:{port}".format_map(s.connection_pool.connection_kwargs)
+                              for s in self.sentinels)
+            raise MasterNotFoundError(f"no Sentinel at {where} names a master "
+                                      f"{service_name!r}") from None
