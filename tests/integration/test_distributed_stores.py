@@ -50,8 +50,10 @@ def both_chords_complete(cluster: Cluster, trace: Trace, size: int = 3) -> tuple
     assert handle.get(timeout=30) == size and trace.entries()[-1] == list(range(size))
     assert guarded.get(timeout=30) == size * (size - 1)
     wait_for(lambda: handle.state == "succeeded", what="the barrier to end")
-    record = ended(store_url(app), guarded.parent.id)
-    assert record.state == SUCCEEDED and record.done == size
+    url = store_url(app)
+    assert ended(url, guarded.parent.id).state == SUCCEEDED
+    wait_for(lambda: open_store(url).chord(guarded.parent.id).done == size,
+             what="the journal to count every header part")  # flushed in batches
     return handle.id, guarded.parent.id
 
 
