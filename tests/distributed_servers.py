@@ -25,7 +25,7 @@ import pytest
 from tests.cluster import PG_URL
 
 CLUSTER_PORTS = (7500, 7501, 7502)  # their cluster bus ports are +10000
-SENTINEL_MASTER_PORT, SENTINEL_PORT = 7530, 7531
+SENTINEL_MASTER_PORT, SENTINEL_PORT, SENTINEL_REPLICA_PORT = 7530, 7531, 7532
 PGBOUNCER_PORT = 6440
 MASTER_NAME = "cgmaster"
 PIDS = Path(tempfile.gettempdir()) / "chordguard-test-servers"  # <port>.pid of each server
@@ -151,10 +151,15 @@ def redis_cluster() -> str:
 
 @functools.cache
 def redis_sentinel() -> str:
-    """A Redis master and one Sentinel watching it as ``MASTER_NAME``; the Sentinel URL in
-    the form kombu and Celery accept (the master name goes in separately)."""
+    """A Redis master, its replica and one Sentinel watching them as ``MASTER_NAME``; the
+    Sentinel URL in the form kombu and Celery accept (the master name goes in separately)."""
     servers = _servers()
-    servers.redis(SENTINEL_MASTER_PORT)
+    at_once = ("--repl-diskless-sync-delay", "0")  # a replica syncs without waiting 5 s
+    servers.redis(SENTINEL_MASTER_PORT, *at_once)
+    servers.redis(SENTINEL_REPLICA_PORT, *at_once, "--replicaof", "127.0.0.1",
+                  str(SENTINEL_MASTER_PORT))
+    wait_until(lambda: "master_link_status:up" in _redis_cli(
+        "-p", str(SENTINEL_REPLICA_PORT), "info", "replication"), "the replica to sync")
     config = servers.folder / "sentinel.conf"  # Sentinel rewrites its file: it must own one
     config.write_text(f"port {SENTINEL_PORT}\nbind 127.0.0.1\ndir {servers.folder}\n"
                       f"sentinel monitor {MASTER_NAME} 127.0.0.1 {SENTINEL_MASTER_PORT} 1\n")
@@ -164,6 +169,25 @@ def redis_sentinel() -> str:
         "-p", str(SENTINEL_PORT), "sentinel", "get-master-addr-by-name", MASTER_NAME),
         "the Sentinel to know its master")
     return f"sentinel://127.0.0.1:{SENTINEL_PORT}/0"
+
+
+def sentinel_failover() -> int:
+    """Make the Sentinel promote the replica (after one failover: the old master back), and
+    once it names the new master, turn the old one into its replica at once (the Sentinel
+    would, some 10 s later). Returns the new master's port."""
+    ask = ("-p", str(SENTINEL_PORT), "sentinel")
+
+    def master() -> dict[str, str]:
+        lines = _redis_cli(*ask, "master", MASTER_NAME).splitlines()
+        return dict(zip(lines[::2], lines[1::2], strict=True))
+
+    before = master()["port"]
+    _redis_cli(*ask, "failover", MASTER_NAME)
+    wait_until(lambda: master()["port"] != before and master()["flags"] == "master",
+               "the Sentinel to switch to the promoted replica")
+    now = master()["port"]
+    _redis_cli("-p", before, "replicaof", "127.0.0.1", now)
+    return int(now)
 
 
 def sentinel_store() -> str:

@@ -1,7 +1,8 @@
 """Real workers with the store on each distributed deployment: a durable_chord and a guarded
 chord complete, and the store holds their ends. Redis Cluster (3 masters), a Redis master
-behind Sentinel (Celery's result backend there too, read by the monitor), PostgreSQL behind
-PgBouncer in transaction mode (one shared server connection: no prepared statement left).
+behind Sentinel (Celery's result backend there too, read by the monitor; again after a
+failover), PostgreSQL behind PgBouncer in transaction mode (one shared server connection: no
+prepared statement left).
 The servers are private, started by ``tests/distributed_servers``.
 """
 
@@ -74,6 +75,10 @@ def test_redis_sentinel_store_and_result_backend(make_cluster, trace):
     assert store_url(cluster.app) == servers.sentinel_store()
     cluster.start_worker()
     both_chords_complete(cluster, trace)
+    master = servers.sentinel_failover()  # the replica is the master now: everyone follows
+    both_chords_complete(cluster, trace)
+    assert open_store(store_url(cluster.app)).client.connection_pool.get_master_address() \
+        == ("127.0.0.1", master)
     app = cluster.app
     slow = chord([app.signature("t.sleep", (0.1,)), app.signature("t.sleep", (3,))])(
         app.signature("t.tsum"))

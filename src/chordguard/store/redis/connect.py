@@ -18,8 +18,10 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
+from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
-from redis.sentinel import MasterNotFoundError, Sentinel
+from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
 
 from ..._urls import mask_url
 from ...errors import ConfigurationError
@@ -30,6 +32,7 @@ OPTIONS = {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": 10,
 CLUSTER_SUFFIX = "+cluster"
 SENTINEL = "sentinel"
 MASTER_NAME = "master_name"
+FAILOVER_RETRIES = 3
 SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", SENTINEL)
 
 
@@ -108,9 +111,21 @@ def _sentinel_master(url: str) -> redis.Redis:
     credentials = {name: unquote(value) for name, value in
                    (("username", first.username), ("password", first.password)) if value}
     timeouts = {k: v for k, v in OPTIONS.items() if k != "health_check_interval"}
+    # a command that meets the old master, now a replica, is sent again to the new one
+    failover = Retry(ExponentialBackoff(cap=1.0, base=0.1), FAILOVER_RETRIES)
     watchers = _Sentinels(sentinels(url), sentinel_kwargs=timeouts, db=int(db), **credentials,
-                          **OPTIONS)
-    return watchers.master_for(master_name(url))
+                          retry=failover, **OPTIONS)
+    return watchers.master_for(master_name(url), connection_class=_MasterConnection)
+
+
+class _MasterConnection(SentinelManagedConnection):
+    """Reconnects to the master the Sentinels name now: redis-py 8 reconnects a dropped
+    connection to its last address (``connect_check_health``), the demoted master."""
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+        if self._sock is None and self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        return super().connect_check_health(*args, **kwargs)
 
 
 class _Sentinels(Sentinel):
