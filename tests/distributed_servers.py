@@ -62,17 +62,29 @@ def wait_until(predicate, what: str, log: Path | None = None) -> None:
                 pytrace=False)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _stop_leftover(port: int) -> None:
-    """Stop what an earlier, killed run started on ``port`` (by its recorded pid)."""
+    """Stop what an earlier test run, killed since, started on ``port`` (by the pid it
+    recorded); a run still alive keeps its servers, and this one fails."""
     pidfile = PIDS / f"{port}.pid"
     if pidfile.exists():
-        pid = int(pidfile.read_text() or 0)
+        server, owner = (int(n) for n in pidfile.read_text().split())
+        if _alive(owner):
+            pytest.fail(f"port {port} serves another test run (pid {owner}): the distributed-"
+                        "store tests cannot run twice at once on this machine", pytrace=False)
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            cmdline = Path(f"/proc/{server}/cmdline").read_bytes()
         except OSError:
             cmdline = b""
-        if pid and (b"redis-server" in cmdline or b"pgbouncer" in cmdline):
-            os.kill(pid, signal.SIGKILL)
+        if b"redis-server" in cmdline or b"pgbouncer" in cmdline:
+            os.kill(server, signal.SIGKILL)
             wait_until(lambda: not answers(port), f"the leftover server on {port} to stop")
         pidfile.unlink()
     if answers(port):
@@ -94,7 +106,7 @@ class Servers:
         process = subprocess.Popen(args, cwd=self.folder, stdout=log.open("w"),
                                    stderr=subprocess.STDOUT, start_new_session=True)
         PIDS.mkdir(exist_ok=True)
-        (PIDS / f"{port}.pid").write_text(str(process.pid))
+        (PIDS / f"{port}.pid").write_text(f"{process.pid} {os.getpid()}")
         self.processes.append((port, process))
         wait_until(lambda: answers(port) or process.poll() is not None, f"{name} on {port}", log)
         if process.poll() is not None:
