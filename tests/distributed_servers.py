@@ -1,10 +1,12 @@
 """Private servers for the distributed-store tests: a 3-master Redis Cluster, a Redis master
-watched by a Sentinel, and PgBouncer in transaction mode in front of the shared PostgreSQL.
+and its replica watched by a Sentinel, and PgBouncer in transaction mode in front of the
+shared PostgreSQL.
 
 Each starts on first use, once per test process, on loopback ports reserved for it, in a
 temporary folder (nothing saved to disk), and stops when the process exits. A server left
-over by a killed run is found by the pid file it left and stopped by that pid. A missing
-binary or a port held by something else fails the test loudly (never a skip).
+over by a run killed since is found by the pid file it left and stopped by that pid. A
+missing binary, a port held by something else or a second run at the same time fails the
+test loudly (never a skip).
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.cluster import PG_URL
+from tests.cluster import PG_URL, wait_for
 
 CLUSTER_PORTS = (7500, 7501, 7502)  # their cluster bus ports are +10000
 SENTINEL_MASTER_PORT, SENTINEL_PORT, SENTINEL_REPLICA_PORT = 7530, 7531, 7532
@@ -51,15 +52,8 @@ def answers(port: int) -> bool:
     return True
 
 
-def wait_until(predicate, what: str, log: Path | None = None) -> None:
-    end = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-    pytest.fail(f"timed out after {START_TIMEOUT:.0f} s waiting for {what}\n{tail}",
-                pytrace=False)
+def wait_until(predicate, what: str) -> None:
+    wait_for(predicate, START_TIMEOUT, 0.05, what)
 
 
 def _alive(pid: int) -> bool:
@@ -108,7 +102,10 @@ class Servers:
         PIDS.mkdir(exist_ok=True)
         (PIDS / f"{port}.pid").write_text(f"{process.pid} {os.getpid()}")
         self.processes.append((port, process))
-        wait_until(lambda: answers(port) or process.poll() is not None, f"{name} on {port}", log)
+        try:
+            wait_until(lambda: answers(port) or process.poll() is not None, f"{name} on {port}")
+        except AssertionError as late:
+            pytest.fail(f"{late}:\n{log.read_text(errors='replace')[-2000:]}", pytrace=False)
         if process.poll() is not None:
             pytest.fail(f"{name} exited at start:\n{log.read_text(errors='replace')[-2000:]}",
                         pytrace=False)
