@@ -3,8 +3,9 @@
 Each value comes from, in order: an explicit argument (``install(app, store=…)``,
 ``--store``), the app's configuration (``chordguard_<name>``, or ``CHORDGUARD_<NAME>`` as
 Django's ``CELERY_`` namespace leaves it), the environment (``CHORDGUARD_STORE``), the
-default. The guard, durable chords, the monitor, the dashboard, the CLI and the periodic
-check all ask here, so they all find the same store.
+default. A ``sentinel://`` store URL gets its Redis master's name here when it does not say
+it (``with_master_name``). The guard, durable chords, the monitor, the dashboard, the CLI
+and the periodic check all ask here, so they all find the same store.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from celery import Celery
 
@@ -43,7 +45,25 @@ def setting(app: Celery | None, name: str) -> Any:
 
 def configured_store(app: Celery | None = None, explicit: str | None = None) -> str | None:
     """The store someone asked for (argument, app configuration, environment), or None."""
-    return explicit or setting(app, "store") or os.environ.get(STORE_ENV) or None
+    url = explicit or setting(app, "store") or os.environ.get(STORE_ENV) or None
+    return with_master_name(url, app) if url else None
+
+
+def with_master_name(url: str, app: Celery | None) -> str:
+    """A ``sentinel://…`` store URL with ``?master_name=`` added when it has none: from
+    ``chordguard_store_transport_options``, else from ``result_backend_transport_options``
+    when the result backend is on Sentinel too (where Celery reads it). Any other URL as is.
+    """
+    if not url.startswith("sentinel://") or app is None or any(
+            "master_name" in dict(parse_qsl(urlsplit(part).query)) for part in url.split(";")):
+        return url
+    name = (setting(app, "store_transport_options") or {}).get("master_name")
+    if not name and str(app.conf.result_backend or "").startswith("sentinel://"):
+        name = (app.conf.result_backend_transport_options or {}).get("master_name")
+    if not name:
+        return url
+    joiner = "&" if urlsplit(url.rsplit(";", 1)[-1]).query else "?"
+    return url + joiner + urlencode({"master_name": name})
 
 
 def store_url(app: Celery | None = None, explicit: str | None = None) -> str:

@@ -97,7 +97,8 @@ def test_journal_keeps_the_whole_record_and_counts_polls_and_duplicates(store):
     assert store.chord("no-such-chord") is None and store.parts("no-such-chord") == {}
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])  # not the shared PostgreSQL
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis", pytest.param(
+    "redis-cluster", marks=pytest.mark.distributed)])  # not the shared PostgreSQL
 def test_retention_purges_ended_chords(backend, tmp_path):  # database: it would purge others'
     store = open_store(backend_url(backend, tmp_path), retention=10)
     old, live = record("a"), record("a")
@@ -347,6 +348,18 @@ def test_a_barrier_reads_back_whole_and_is_due_when_the_reaper_must_look(store, 
     assert dispatch.outcome is Outcome.DISPATCH and dispatch.envelopes is None  # by reference
     assert store.due_barriers(app, time.time()) == []  # the claim's grace runs
     assert [b.id for b in store.due_barriers(app, time.time() + 31)] == [barrier.id]
+
+
+def test_a_barrier_whose_parts_keep_coming_is_due_a_stall_after_the_last_one(store, app):
+    barrier = new_barrier(2, app, deadline=600, stall=30)
+    store.create_barrier(barrier)
+    start = barrier.created_at
+    done = store.complete_part(barrier.id, 0, succeeded("h0", 0), False, start + 20, "t",
+                               app=app)
+    assert done.outcome is Outcome.COUNTED
+    assert store.due_barriers(app, start + 31) == []  # not stalled: a part came at +20
+    assert store.due_barriers(app, start + 31) == []  # (asked twice: still not)
+    assert [b.id for b in store.due_barriers(app, start + 51)] == [barrier.id]
 
 
 # --- the factory ---------------------------------------------------------------------------

@@ -33,4 +33,7 @@ def broker_url(app: Celery) -> str:
 
 
 def uses_redis_backend(app: Celery) -> bool:
-    return backend_url(app).startswith(("redis://", "rediss://", "redis+socket://"))
+    """Celery's Redis result backend: one server, a socket, or a master found through
+    Sentinel (``sentinel://``, a subclass of the same backend, same keys)."""
+    return backend_url(app).startswith(("redis://", "rediss://", "redis+socket://",
+                                        "sentinel://"))
