@@ -38,7 +38,9 @@ CATALOG: dict[str, Code] = {c.code: c for c in [
          "waiters stop waiting."),
     Code("lost_header", Severity.BLOCKING,
          "A header task's result is gone or was never stored, and no worker or queue holds "
-         "the task: it reads PENDING forever, so chord_unlock polls forever.",
+         "the task: it reads PENDING forever, so chord_unlock polls forever (a Redis chord's "
+         "count never completes and its callback never fires). Redis chords keep only the "
+         "ids of finished parts: there it counts the parts neither finished nor held anywhere.",
          "Fail the chord with `chordguard revoke`; keep results longer than your longest chord "
          "(result_expires) and never delete header results while a chord waits."),
     Code("counter_lost", Severity.BLOCKING,
