@@ -18,12 +18,14 @@ leave every key, complete, until it expires).
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Celery
 
 from ..._compat import redis_chord_expires
+from ..._timeouts import within
 from ..._urls import mask_text
 from ...model import FAILED_STATES, Chord, ChordKind, ClusterFacts, Duration, HeaderPart
 from ..diagnose import lost_header
@@ -34,34 +36,49 @@ from .redis_keys import SUFFIXES, RawChord, RawPart, read_chords, read_metas, sc
 from .results import read_states
 
 NAME = "redis_chords"
+LOOK_BUDGET = 6.0  # seconds for the looks at workers and queues; the keys are read before
 
 
 def read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
-    """In-flight chords from their keys, completed by what workers and queues hold."""
+    """In-flight chords from their keys, completed by what workers and queues hold. A look
+    that fails or is late costs the claims it would support, never the chords."""
     chords = read_keys(app, facts)
     if not chords:
         return chords
+    deadline = time.monotonic() + LOOK_BUDGET
     try:
-        looks = holdings.first()
-    except Exception as exc:  # keys are still worth reporting; no claim on holdings
+        looks = within(LOOK_BUDGET, "workers and queues", holdings.first)
+    except Exception as exc:
         for chord in chords:
-            chord.evidence["holdings"] = f"unknown: the look at workers and queues failed " \
-                f"({mask_text(str(exc)) or type(exc).__name__})"
+            chord.evidence["holdings"] = f"unknown: {_why(exc)}"
             chord.evidence["callback"] = "unknown: no header message could be read"
         return chords
     chords = see_holdings(app, chords, looks, facts)
-    interim = facts_from(looks, facts)
-    if any(lost_header(c, interim) for c in chords):  # confirm with a second look
-        looks = holdings.confirm(confirm_pause(facts.retry_interval))
-        again = {c.id for c in chords}
-        chords = see_holdings(app, [c for c in read_keys(app, facts) if c.id in again],
-                              looks, facts)
+    unconfirmed = ""
+    if any(lost_header(c, facts_from(looks, facts)) for c in chords):  # confirm: a 2nd look
+        try:
+            looks = within(max(0.0, deadline - time.monotonic()), "workers and queues (again)",
+                           holdings.confirm, confirm_pause(facts.retry_interval))
+            again = {c.id for c in chords}
+            chords = see_holdings(app, [c for c in read_keys(app, facts) if c.id in again],
+                                  looks, facts)
+        except Exception as exc:
+            unconfirmed = f"; parts seen nowhere not confirmed by a second look ({_why(exc)})"
     problems = [p for look in looks for p in look.problems]
     for chord in chords:
         chord.evidence["observations"] = f"{len(looks)} (inspect round + broker peek)" + \
             ("; problems: " + "; ".join(dict.fromkeys(problems)) if problems else "")
+        if unconfirmed:
+            chord.unaccounted = None
+            chord.evidence["holdings"] += unconfirmed
     holdings.fill(facts, looks)
+    if unconfirmed:
+        facts.holdings_complete = False
     return chords
+
+
+def _why(exc: BaseException) -> str:
+    return mask_text(str(exc)) or type(exc).__name__
 
 
 def read_keys(app: Celery, facts: ClusterFacts) -> list[Chord]:

@@ -65,7 +65,8 @@ def attach(chord: Chord, seen: list[tuple[Member, str]], unknown_held: int) -> d
             name=message.name if not via else None))
         if not message.held and where.startswith("queue:"):
             queued[found.part_id] = message.queue
-    chord.header += sorted(pending.values(), key=lambda p: (p.index is None, p.index or 0))
+    chord.header += pending.values()
+    chord.header.sort(key=lambda p: (p.index is None, p.index or 0))
     if chord.callback_signature is None:
         callback = next(((f, w) for f, w in seen if f.callback), None)
         if callback is not None:
