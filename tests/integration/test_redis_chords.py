@@ -140,19 +140,19 @@ def test_counter_expiring_then_lost(cluster_for, broker):
     """A tiny chord expiry and a long header: warned before .s expires; once it has,
     the late part recreates .j without .s, and the chord can never finish."""
     setting = "result_chord_expires" if _compat.RESULT_CHORD_EXPIRES else "result_expires"
-    cluster = cluster_for(broker, {setting: 20})
-    gid, result = apply_chord(cluster, [("t.sleep", 0.1), ("t.sleep", 28)])
+    cluster = cluster_for(broker, {setting: 24})
+    gid, result = apply_chord(cluster, [("t.sleep", 0.1), ("t.sleep", 32)])
     early = wait_seen(cluster, gid, lambda c: c["done"] == 1, what="first part done")
     assert early["diagnoses"] == []
-    warned = wait_seen(cluster, gid, lambda c: c["diagnoses"], timeout=25, what="a diagnosis")
+    warned = wait_seen(cluster, gid, lambda c: c["diagnoses"], timeout=30, what="a diagnosis")
     assert [d["code"] for d in warned["diagnoses"]] == ["counter_expiring"]
     assert warned["diagnoses"][0]["severity"] == "warning"
     assert chordguard_cli(cluster, "check", "--max-hours", "1").returncode == 0  # a warning only
-    lost = wait_seen(cluster, gid, lambda c: c["total"] is None, timeout=45,
+    lost = wait_seen(cluster, gid, lambda c: c["total"] is None, timeout=50,
                      what="the late part recreating .j")
     assert [d["code"] for d in lost["diagnoses"]] == ["counter_lost"]
     assert lost["total"] is None  # every earlier key expired with .s: only the late part is left
-    assert [(p["state"], p["result"]) for p in lost["header"]] == [("SUCCESS", 28)]
+    assert [(p["state"], p["result"]) for p in lost["header"]] == [("SUCCESS", 32)]
     time.sleep(1.0)
     assert result.state == "PENDING"
 
@@ -160,7 +160,7 @@ def test_counter_expiring_then_lost(cluster_for, broker):
 @pytest.mark.parametrize("broker", COMPAT_ON_REDIS)
 def test_header_failed(cluster_for, broker):
     cluster = cluster_for(broker)
-    gid, result = apply_chord(cluster, [("t.fail", "kaput"), ("t.sleep", 10)])
+    gid, result = apply_chord(cluster, [("t.fail", "kaput"), ("t.sleep", 15)])
     found = wait_seen(cluster, gid, lambda c: c["done"] == 1, what="failed part recorded")
     assert found["failed"] == 1 and [d["code"] for d in found["diagnoses"]] == ["header_failed"]
     part = found["header"][0]
