@@ -7,6 +7,11 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterable
+
+from tests.private_servers import free_port
+
+_binding = threading.Lock()  # two lanes must not pick the same free port
 
 
 class Proxy:
@@ -80,3 +85,9 @@ def _abort(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
+
+
+def start_proxy(ports: Iterable[int], target: int, delay: float = 0.0) -> Proxy:
+    """A Proxy to ``target`` on the first free port of ``ports``."""
+    with _binding:
+        return Proxy(free_port(ports), target, delay)

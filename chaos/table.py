@@ -10,7 +10,10 @@ LEGEND = ("Each cell: `started: once/failed/lost/dup, slowest/deadline`: chords 
           "callbacks run exactly once (and succeeded); chords failed properly (callback "
           "FAILURE + errbacks ran + a dead letter; plain Celery has no dead letters, so "
           "FAILURE + errbacks); chords lost (neither by deadline + 12 s); extra callback runs; "
-          "the slowest chord's time to its end vs its deadline. "
+          "the slowest chord's time to its end vs its deadline (late: more than 3 s past it, "
+          "10 s for unlock chords, which the guard leaves unlock_max_interval + 5 s more); "
+          "'also failed': the callback succeeded, then a second delivery failed it "
+          "(errbacks ran, result FAILURE). "
           "✗ marks a guarded/durable cell that misses the goal (0 lost, 0 dup, every chord "
           "ended by its deadline).")
 
@@ -23,6 +26,8 @@ def cell_text(kind: Kind, tally: Tally) -> str:
             f"{slowest}/{tally.deadline:.0f} s")
     if tally.late:
         text += f" ({tally.late} late)"
+    if tally.both:
+        text += f" ({tally.both} also failed)"
     if kind.guarded and not tally.meets_goal:
         text += " ✗"
     return text

@@ -61,7 +61,7 @@ def register(app: Celery, options: dict[str, Any]) -> None:
     signals.task_success.connect(on_success, weak=False)
     signals.task_failure.connect(on_failure, weak=False)
     if options.get("duplicate"):
-        publish_twice(app, set(options["duplicate"]))
+        publish_twice(app, set(options["duplicate"]), app.conf.task_default_queue)
     if options.get("clock_offset"):
         offset = float(options["clock_offset"])
         time.time = lambda: REAL_TIME() + offset
@@ -80,14 +80,14 @@ def _body(key: str, n: int, mode: str, results: list, failures: list | None = No
     return len(results)
 
 
-def publish_twice(app: Celery, names: set[str]) -> None:
-    """Publish every message of a task in ``names`` a second time, as it was: the broker
-    delivers it twice (same task id, same headers)."""
+def publish_twice(app: Celery, names: set[str], queue: str) -> None:
+    """Publish every message of a task in ``names`` to ``queue`` a second time, as it was:
+    the broker delivers it twice (same task id, same headers)."""
     local = threading.local()
 
     def before(sender=None, body=None, exchange=None, routing_key=None, headers=None,
                properties=None, **_: Any) -> None:
-        if sender in names and not getattr(local, "busy", False):
+        if sender in names and routing_key == queue and not getattr(local, "busy", False):
             local.pending = (body, exchange, routing_key, dict(headers or {}),
                              dict(properties or {}))
 
