@@ -37,7 +37,7 @@ class Servers:
 
     broker: PrivateRedis
     redis: PrivateRedis
-    postgres: PrivatePostgres
+    postgres: PrivatePostgres | None  # None: cells of PostgreSQL kinds cannot run
     tmp: Path
     proxy_ports: range = range(7480, 7490)
 
@@ -94,7 +94,10 @@ class Run:
         return self.store_server().url
 
     def store_server(self) -> PrivateRedis | PrivatePostgres:
-        return self.servers.redis if self.kind.store == "redis" else self.servers.postgres
+        server = self.servers.redis if self.kind.store == "redis" else self.servers.postgres
+        if server is None:
+            raise RuntimeError(f"{self.kind.name} needs a private {self.kind.store} server")
+        return server
 
     def _backend(self, store: str) -> str | None:
         return {"redis": store, "unlock": "db+" + store}.get(self.kind.join)
@@ -111,7 +114,13 @@ class Run:
                              "breaker_failures": 10_000}
         return conf
 
-    def start_worker(self, **chaos: Any) -> Worker:
+    def start_workers(self) -> None:
+        """One worker per entry of the fault's ``workers``, started side by side."""
+        started = [self.start_worker(wait=False, **options) for options in self.fault.workers]
+        for worker in started:
+            self.cluster.wait_ready(worker, timeout=60)
+
+    def start_worker(self, wait: bool = True, **chaos: Any) -> Worker:
         store = self.store
         conf = self._conf(store, **chaos)
         if self.proxy is not None:
@@ -120,7 +129,7 @@ class Run:
             backend = self._backend(store)
             if backend:
                 conf["result_backend"] = backend
-        return self.cluster.start_worker(conf=conf)
+        return self.cluster.start_worker(conf=conf, wait=wait)
 
     def publish(self) -> None:
         app, fault = self.cluster.app, self.fault
@@ -181,8 +190,7 @@ def run_cell(kind: Kind, fault: Fault, servers: Servers, chords: int, tmp: Path)
         return Tally(na=reason, deadline=fault.deadline)
     run = Run(kind, fault, servers, chords, tmp)
     try:
-        for options in fault.workers:
-            run.start_worker(**options)
+        run.start_workers()
         run.publish()
         if fault.act is not None:
             fault.act(run)
@@ -191,7 +199,8 @@ def run_cell(kind: Kind, fault: Fault, servers: Servers, chords: int, tmp: Path)
     finally:
         run.close()
         for server in (servers.redis, servers.postgres, servers.broker):
-            server.resume()
+            if server is not None:
+                server.resume()
 
 
 def tally(run: Run) -> Tally:

@@ -37,17 +37,18 @@ class Fault:
 
 
 def kill_mid_header(run: Run) -> None:
+    """SIGKILL the first worker once it holds header parts; the second one lives on."""
     worker = run.cluster.workers[0]
     run.wait_log(worker, "chaos.part", "received", 3)
     time.sleep(0.5)
     worker.kill()
-    run.start_worker()
 
 
 def kill_mid_callback(run: Run) -> None:
+    """SIGKILL the worker running the first callback; the other one lives on."""
     run.wait_event("run", 1)
-    run.cluster.workers[0].kill()
-    run.start_worker()
+    pid = next(e["pid"] for e in run.events() if e["e"] == "run")
+    next(w for w in run.cluster.workers if w.process.pid == pid).kill()
 
 
 def hang_store(run: Run) -> None:
@@ -68,7 +69,7 @@ def restart_broker(run: Run) -> None:
 
 def restart_postgres(run: Run) -> None:
     run.wait_log(run.cluster.workers[0], "chaos.part", "succeeded", 3)
-    run.servers.postgres.restart()
+    run.store_server().restart()
 
 
 def reset_connections(run: Run) -> None:
@@ -105,15 +106,17 @@ def with_backend(kind: Kind) -> str | None:
 
 ACKS_LATE = {"task_acks_late": True, "worker_prefetch_multiplier": 1}
 CALLBACK_NAMES = ["chaos.callback", "chaos.guarded_callback"]
+TWO = ({}, {})
 
 FAULTS = [
     Fault("none", "no fault (baseline)"),
-    Fault("kill-header", "worker SIGKILLed mid-header (acks_late off)", parts=(3, 3, 3),
-          act=kill_mid_header),
-    Fault("kill-header-ackslate", "worker SIGKILLed mid-header, acks_late", parts=(3, 3, 3),
-          deadline=35, conf=ACKS_LATE, act=kill_mid_header),
-    Fault("kill-callback", "worker SIGKILLed mid-callback, acks_late", parts=(0.2, 0.2, 0.2),
-          deadline=35, conf=ACKS_LATE, mode="slow", act=kill_mid_callback),
+    Fault("kill-header", "one of two workers SIGKILLed mid-header (acks_late off)",
+          parts=(3, 3, 3), workers=TWO, act=kill_mid_header),
+    Fault("kill-header-ackslate", "one of two workers SIGKILLed mid-header, acks_late",
+          parts=(3, 3, 3), deadline=35, conf=ACKS_LATE, workers=TWO, act=kill_mid_header),
+    Fault("kill-callback", "the worker running a callback SIGKILLed, acks_late",
+          parts=(0.2, 0.2, 0.2), deadline=35, conf=ACKS_LATE, mode="slow", workers=TWO,
+          act=kill_mid_callback),
     Fault("dup-header", "every header message delivered twice",
           chaos={"duplicate": ["chaos.part"]}),
     Fault("dup-callback", "every callback message delivered twice",
