@@ -65,10 +65,12 @@ class Tally:
     both: int = 0  # succeeded and still failed (errbacks ran)
     notes: list[str] = field(default_factory=list)
     na: str | None = None
+    error: str | None = None  # the harness could not run the cell
 
     @property
     def meets_goal(self) -> bool:
-        return self.na is None and not (self.lost or self.dup or self.late or self.both)
+        return self.na is None and self.error is None and \
+            not (self.lost or self.dup or self.late or self.both)
 
 
 class Run:
@@ -192,10 +194,20 @@ def run_cell(kind: Kind, fault: Fault, servers: Servers, chords: int, tmp: Path)
     try:
         run.start_workers()
         run.publish()
+        trouble = None
         if fault.act is not None:
-            fault.act(run)
+            try:
+                fault.act(run)
+            except Exception as exc:  # the chords still run: count what became of them
+                trouble = f"the fault did not go as planned: {exc}"
         run.observe()
-        return tally(run)
+        result = tally(run)
+        if trouble:
+            result.notes.append(trouble)
+        return result
+    except Exception as exc:
+        return Tally(started=len(run.started), deadline=fault.deadline,
+                     error=f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
     finally:
         run.close()
         for server in (servers.redis, servers.postgres, servers.broker):

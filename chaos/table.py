@@ -21,6 +21,8 @@ LEGEND = ("Each cell: `started: once/failed/lost/dup, slowest/deadline`: chords 
 def cell_text(kind: Kind, tally: Tally) -> str:
     if tally.na:
         return f"n/a ({tally.na})"
+    if tally.error:
+        return f"harness error ({tally.error})"
     slowest = "-" if tally.slowest is None else f"{tally.slowest:.0f}"
     text = (f"{tally.started}: {tally.once}/{tally.failed}/{tally.lost}/{tally.dup}, "
             f"{slowest}/{tally.deadline:.0f} s")
