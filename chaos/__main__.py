@@ -34,7 +34,7 @@ def pick(names: str | None, known: list, what: str) -> list:
 
 
 def run_matrix(faults: list[Fault], kinds: list[Kind], chords: int, jobs: int,
-               ) -> dict[tuple[str, str], Tally]:
+               logs: Path | None = None) -> dict[tuple[str, str], Tally]:
     """Every cell, ``jobs`` at a time; each lane has private servers of its own, so a
     fault in one lane never reaches another's cells."""
     cells: queue.Queue = queue.Queue()
@@ -49,6 +49,7 @@ def run_matrix(faults: list[Fault], kinds: list[Kind], chords: int, jobs: int,
     def lane() -> None:
         try:
             with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+                cells_dir = logs or Path(tmp)
                 servers: Servers | None = None
                 while True:
                     try:
@@ -57,8 +58,9 @@ def run_matrix(faults: list[Fault], kinds: list[Kind], chords: int, jobs: int,
                         return
                     servers = servers or stack.enter_context(lane_servers(Path(tmp)))
                     began = time.monotonic()
-                    tally = run_cell(kind, fault, servers, chords,
-                                     Path(tempfile.mkdtemp(dir=tmp)))
+                    cell_dir = cells_dir / f"{fault.name}--{kind.name.replace(':', '-')}"
+                    cell_dir.mkdir(parents=True, exist_ok=True)
+                    tally = run_cell(kind, fault, servers, chords, cell_dir)
                     results[fault.name, kind.name] = tally
                     print(f"chaos: {fault.name} × {kind.name}: {asdict(tally)} "
                           f"({time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)
@@ -83,13 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=3,
                         help="cells run at once, each lane on its own servers (default 3)")
     parser.add_argument("--json", type=Path, help="also write the tallies to this file")
+    parser.add_argument("--logs", type=Path,
+                        help="keep each cell's worker logs in DIR/<fault>--<kind>/")
     args = parser.parse_args(argv)
     faults, kinds = pick(args.rows, FAULTS, "row"), pick(args.cols, KINDS, "column")
     if args.chords < 1 or not 1 <= args.jobs <= 5:
         raise SystemExit("chaos: --chords must be at least 1 and --jobs 1 to 5")
     logging.basicConfig(level=logging.CRITICAL)
     began = time.monotonic()
-    results = run_matrix(faults, kinds, args.chords, args.jobs)
+    results = run_matrix(faults, kinds, args.chords, args.jobs, args.logs)
     print(render(faults, kinds, results))
     print(f"\n{len(results)} cells, {args.chords} chords each, {args.jobs} at a time, "
           f"in {time.monotonic() - began:.0f} s")
