@@ -19,10 +19,14 @@ from celery import Celery
 from ._urls import mask_url
 from .errors import ConfigurationError
 from .store.protocols import DEFAULT_RETENTION
+from .store.timeouts import Timeouts
+from .store.timeouts import configure as configure_timeouts
+from .store.timeouts import from_environment as timeouts_from_environment
 
 STATE_DIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
 DEFAULT_STORE = f"sqlite:///{STATE_DIR / 'chordguard' / 'chordguard.sqlite'}"  # per user, any cwd
 STORE_ENV = "CHORDGUARD_STORE"
+DEFAULT_OUTAGE_SETTLE = 30.0
 
 
 def setting(app: Celery | None, name: str) -> Any:
@@ -104,13 +108,44 @@ def resolve(app: Celery, **explicit: Any) -> Settings:
             value = setting(app, spec.name)
         if value is None or spec.name == "store":
             continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"chordguard_{spec.name} must be a number, "
-                                     f"not {value!r}") from exc
-        if not number > 0 or number == float("inf"):
-            raise ConfigurationError(f"chordguard_{spec.name} must be a positive number, "
-                                     f"not {value!r}")
+        number = _positive(spec.name, value)
         values[spec.name] = int(number) if spec.name == "breaker_failures" else number
     return Settings(**values)
+
+
+def store_timeouts(app: Celery | None) -> Timeouts:
+    """Client timeouts for store connections: ``chordguard_store_connect_timeout`` and
+    ``chordguard_store_timeout`` (seconds) from the app, else the environment
+    (``CHORDGUARD_STORE_CONNECT_TIMEOUT``, ``CHORDGUARD_STORE_TIMEOUT``), else 3 s and 10 s.
+    Raises ConfigurationError for a value that is not a positive number."""
+    base = timeouts_from_environment()
+    values = {}
+    for name, attribute in (("store_connect_timeout", "connect"), ("store_timeout", "operation")):
+        value = setting(app, name)
+        values[attribute] = getattr(base, attribute) if value is None else _positive(name, value)
+    return Timeouts(**values)
+
+
+def apply_store_timeouts(app: Celery | None) -> Timeouts:
+    """Make ``store_timeouts(app)`` the timeouts of this process's new store connections."""
+    chosen = store_timeouts(app)
+    configure_timeouts(chosen)
+    return chosen
+
+
+def outage_settle(app: Celery | None) -> float:
+    """Seconds a reaper waits after it regains sight of its store before it judges
+    deadlines and stalls again (``chordguard_outage_settle``, default 30): long enough for
+    the completions workers kept during the outage to land."""
+    value = setting(app, "outage_settle")
+    return DEFAULT_OUTAGE_SETTLE if value is None else _positive("outage_settle", value)
+
+
+def _positive(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"chordguard_{name} must be a number, not {value!r}") from exc
+    if not number > 0 or number == float("inf"):
+        raise ConfigurationError(f"chordguard_{name} must be a positive number, not {value!r}")
+    return number

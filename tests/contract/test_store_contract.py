@@ -398,3 +398,8 @@ def _sessions(store) -> set[int]:
     query = text("SELECT pg_backend_pid()")
     return {store._transaction(lambda conn: conn.execute(query).scalar()),
             store._run(lambda conn: conn.execute(query).scalar())}
+
+
+def test_the_store_clock_reads_epoch_seconds(store):
+    # every service here runs on this host: its clock agrees with ours to within a second
+    assert abs(store.clock() - time.time()) < 1.0

@@ -7,7 +7,7 @@ dead letters, breakers); the records it keeps are in ``records``, with their one
 Backends: ``sql/`` (schema, engine and fork rule), ``redis/`` (keys, Lua), ``memory``.
 """
 
-from .backends import by_url, open_store
+from .backends import by_url, open_store, unreachable
 from .protocols import (
     DEFAULT_RETENTION,
     Barriers,
@@ -39,4 +39,5 @@ __all__ = [
     "by_url",
     "open_store",
     "unavailable_errors",
+    "unreachable",
 ]

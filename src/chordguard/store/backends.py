@@ -61,3 +61,22 @@ def open_store(url: str, retention: float = DEFAULT_RETENTION) -> Store:
     store = cls(url)
     store.retention = retention
     return store
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Does ``exc`` say the store could not be reached or did not answer in time (down,
+    hung past the client timeout, failing over, read-only replica), as opposed to a bug?"""
+    if isinstance(exc, OSError):
+        return True
+    module = type(exc).__module__ or ""
+    if module.startswith("redis"):
+        from redis import exceptions
+
+        return isinstance(exc, exceptions.ConnectionError | exceptions.TimeoutError
+                          | exceptions.BusyLoadingError | exceptions.ReadOnlyError)
+    if module.startswith("sqlalchemy"):
+        from sqlalchemy import exc as sql
+
+        return isinstance(exc, sql.OperationalError | sql.InterfaceError) \
+            or getattr(exc, "connection_invalidated", False)
+    return False

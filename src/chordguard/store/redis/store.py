@@ -12,6 +12,7 @@ import time
 import redis
 
 from ...model import FAILED_STATES
+from .. import timeouts
 from ..protocols import DEFAULT_RETENTION, Store
 from ..records import (
     DLQ_DEAD,
@@ -27,15 +28,15 @@ from ..records import (
 from . import keys, lua
 from .barriers import RedisBarriers, _text
 
-CONNECT_TIMEOUT = 3
-
 
 @functools.cache
 def client(url: str) -> redis.Redis:
     """The Redis client for ``url`` (one per process; redis-py's pool reconnects in a forked
-    child by itself)."""
-    return redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT,
-                                socket_timeout=10, health_check_interval=30)
+    child by itself), with the process's store timeouts (``store.timeouts``)."""
+    limits = timeouts.current()
+    return redis.Redis.from_url(url, socket_connect_timeout=limits.connect,
+                                socket_timeout=limits.operation, socket_keepalive=True,
+                                health_check_interval=limits.health_check)
 
 
 class RedisStore(RedisBarriers, Store):
@@ -52,6 +53,10 @@ class RedisStore(RedisBarriers, Store):
             script(lua.SWAP_LEASE), script(lua.REPLACE_BREAKER), script(lua.SETTLE)
         self._complete, self._transition, self._mark = \
             script(lua.COMPLETE), script(lua.TRANSITION), script(lua.MARK_DISPATCHED)
+
+    def clock(self) -> float:
+        seconds, micros = self.client.time()
+        return seconds + micros / 1e6
 
     # journal
     def record_chord(self, record: ChordRecord) -> None:

@@ -2,7 +2,8 @@
 
 - SQLite files get WAL, ``synchronous=NORMAL`` and a 30 s busy timeout, so every worker
   process of a host can share one file;
-- PostgreSQL gets a connect timeout and pre-ping on the pool; ``run`` gives each thread
+- PostgreSQL gets the store timeouts (``store.timeouts``: connect, statement and lock
+  timeouts, TCP keepalives) and pre-ping on the pool; ``run`` gives each thread
   one autocommit connection of its own, detached from the pool, so a one-statement write
   costs exactly one round trip;
 - the fork rule: a forked process (a prefork pool child) never reuses its parent's
@@ -20,8 +21,9 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 
+from .. import timeouts
+
 T = TypeVar("T")
-CONNECT_TIMEOUT = 3
 SQLITE_BUSY_TIMEOUT = 30
 
 _engines: dict[str, Engine] = {}
@@ -50,8 +52,19 @@ def _create(url: str) -> Engine:
             cursor.close()
 
         return created
-    connect_args = {"connect_timeout": CONNECT_TIMEOUT} if url.startswith("postgresql") else {}
+    connect_args = _postgres_limits() if url.startswith("postgresql") else {}
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _postgres_limits() -> dict:
+    """libpq arguments: no connect, statement or lock wait longer than the store timeouts,
+    and keepalives so a server gone silent is given up on."""
+    limits = timeouts.current()
+    operation_ms = int(limits.operation * 1000)
+    return {"connect_timeout": max(1, round(limits.connect)),
+            "options": f"-c statement_timeout={operation_ms} -c lock_timeout={operation_ms}",
+            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+            "keepalives_count": 3, "tcp_user_timeout": operation_ms}
 
 
 def _make_parent(url: str) -> None:
