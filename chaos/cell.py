@@ -62,6 +62,7 @@ class Tally:
     slowest: float | None = None
     deadline: float = 0.0
     late: int = 0
+    early: int = 0  # failed for its deadline (or a stall) before the deadline
     both: int = 0  # succeeded and still failed (errbacks ran)
     notes: list[str] = field(default_factory=list)
     na: str | None = None
@@ -70,7 +71,7 @@ class Tally:
     @property
     def meets_goal(self) -> bool:
         return self.na is None and self.error is None and \
-            not (self.lost or self.dup or self.late or self.both)
+            not (self.lost or self.dup or self.late or self.early or self.both)
 
 
 class Run:
@@ -237,6 +238,9 @@ def tally(run: Run) -> Tally:
         elif errbacks and marked and lettered:
             result.failed += 1
             ended = min(errbacks)
+            why = letters.get(started.chord_id, "")
+            result.early += ("deadline" in why or "stall" in why) and \
+                ended - started.at < run.fault.deadline - 0.5
         else:
             result.lost += 1
             improper += bool(errbacks or marked)
@@ -251,13 +255,14 @@ def tally(run: Run) -> Tally:
     return result
 
 
-def _dead_letters(run: Run) -> set[str]:
+def _dead_letters(run: Run) -> dict[str, str]:
+    """Chord id -> the reason of its dead letter."""
     if not run.kind.guarded:
-        return set()
+        return {}
     try:
-        return {letter.chord_id for letter in open_store(run.store).dead_letters()}
+        return {letter.chord_id: letter.reason for letter in open_store(run.store).dead_letters()}
     except Exception:
-        return set()
+        return {}
 
 
 def _failure_marked(run: Run, started: Started) -> bool:

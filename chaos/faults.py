@@ -129,7 +129,7 @@ FAULTS = [
           parts=(2, 2, 2), act=restart_broker),
     Fault("pg-restart", "PostgreSQL restarted mid-chord (pg_ctl -m immediate)",
           parts=(0.5, 0.5, 4), act=restart_postgres, applies=postgres_only),
-    Fault("net-delay", "100 ms added each way between workers and store", delay=0.1,
+    Fault("net-delay", "30 ms added each way between workers and store", delay=0.03,
           applies=no_server),
     Fault("net-reset", "worker-store connections reset every 1.5 s for 10 s", delay=0.0,
           parts=(2, 2, 2), act=reset_connections, applies=no_server),

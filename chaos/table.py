@@ -13,7 +13,8 @@ LEGEND = ("Each cell: `started: once/failed/lost/dup, slowest/deadline`: chords 
           "the slowest chord's time to its end vs its deadline (late: more than 3 s past it, "
           "10 s for unlock chords, which the guard leaves unlock_max_interval + 5 s more); "
           "'also failed': the callback succeeded, then a second delivery failed it "
-          "(errbacks ran, result FAILURE). "
+          "(errbacks ran, result FAILURE); 'early': failed for its deadline or a stall before "
+          "the deadline. "
           "✗ marks a guarded/durable cell that misses the goal (0 lost, 0 dup, every chord "
           "ended by its deadline).")
 
@@ -28,6 +29,8 @@ def cell_text(kind: Kind, tally: Tally) -> str:
             f"{slowest}/{tally.deadline:.0f} s")
     if tally.late:
         text += f" ({tally.late} late)"
+    if tally.early:
+        text += f" ({tally.early} early)"
     if tally.both:
         text += f" ({tally.both} also failed)"
     if kind.guarded and not tally.meets_goal:
