@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import queue
 import sys
 import tempfile
@@ -104,4 +105,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # the cells' result consumers would unsubscribe from servers already stopped, from
+    # finalizers at interpreter exit: leave without running them
+    os._exit(code)
