@@ -191,8 +191,9 @@ def run_cell(kind: Kind, fault: Fault, servers: Servers, chords: int, tmp: Path)
     reason = fault.applies(kind)
     if reason:
         return Tally(na=reason, deadline=fault.deadline)
-    run = Run(kind, fault, servers, chords, tmp)
+    run = None
     try:
+        run = Run(kind, fault, servers, chords, tmp)
         run.start_workers()
         run.publish()
         trouble = None
@@ -207,10 +208,11 @@ def run_cell(kind: Kind, fault: Fault, servers: Servers, chords: int, tmp: Path)
             result.notes.append(trouble)
         return result
     except Exception as exc:
-        return Tally(started=len(run.started), deadline=fault.deadline,
+        return Tally(started=len(run.started) if run else 0, deadline=fault.deadline,
                      error=f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
     finally:
-        run.close()
+        if run is not None:
+            run.close()
         for server in (servers.redis, servers.postgres, servers.broker):
             if server is not None:
                 server.resume()
