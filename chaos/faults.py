@@ -92,8 +92,7 @@ def no_server(kind: Kind) -> str | None:
 
 
 def redis_only(kind: Kind) -> str | None:
-    return None if kind.store == "redis" else \
-        f"{kind.store} keeps committed data (see pg-restart)"
+    return None if kind.store == "redis" else "a restart keeps what was committed"
 
 
 def postgres_only(kind: Kind) -> str | None:

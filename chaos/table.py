@@ -9,7 +9,7 @@ from .kinds import Kind
 LEGEND = ("Each cell: `started: once/failed/lost/dup, slowest/deadline`: chords started; "
           "callbacks run exactly once (and succeeded); chords failed properly (callback "
           "FAILURE + errbacks ran + a dead letter; plain Celery has no dead letters, so "
-          "FAILURE + errbacks); chords lost (neither by deadline + 12 s); extra callback runs; "
+          "FAILURE + errbacks); chords lost (neither by deadline + 20 s); extra callback runs; "
           "the slowest chord's time to its end vs its deadline (late: more than 3 s past it, "
           "10 s for unlock chords, which the guard leaves unlock_max_interval + 5 s more); "
           "'also failed': the callback succeeded, then a second delivery failed it "
