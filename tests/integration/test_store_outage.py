@@ -8,6 +8,7 @@ mistaken for a stall.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -46,6 +47,20 @@ def short_timeouts():
     configure(from_environment())
 
 
+@contextlib.contextmanager
+def reaper_loop(app, failed: dict[str, str]):
+    """``reap_forever`` every second in a thread for the block (as ``chordguard reap``)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=reap_forever, args=(app, 1.0), daemon=True,
+                              kwargs={"stop": stop, "on_pass": lambda r: failed.update(r.failed)})
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+
+
 def outage_conf(store: str, **extra) -> dict:
     return {"cg_durable": True, "chordguard_store": store, "task_ignore_result": True,
             "chordguard_store_timeout": 2, "chordguard_store_connect_timeout": 1,
@@ -57,32 +72,31 @@ def test_a_store_hung_mid_run_delays_every_chord_and_loses_none(make_cluster, se
     cluster = make_cluster(REDIS_URL, None, outage_conf(server.url))
     app = cluster.app
     apply_store_timeouts(app)  # the reaper loop below gets the same client timeouts
-    cluster.start_worker(concurrency=4)
+    cluster.start_worker(concurrency=8)
     failed: dict[str, str] = {}
-    stop = threading.Event()
-    reaper = threading.Thread(target=reap_forever, args=(app, 1.0), daemon=True,
-                              kwargs={"stop": stop, "on_pass": lambda r: failed.update(r.failed)})
-    reaper.start()
-    started = time.monotonic()
-    handles = [durable_chord([app.signature("t.sleep", (0.2, 10 * c + i)) for i in range(PARTS)],
-                             app.signature("t.record", kwargs={"key": trace.key}),
-                             deadline=DEADLINE, stall_timeout=STALL) for c in range(CHORDS)]
-    wait_for(lambda: len(trace.entries()) >= 3, what="the first callbacks")
-    with server.hung():
-        time.sleep(HANG)
-    ends = []
-    for handle in handles:
-        assert handle.get(timeout=DEADLINE) == PARTS
-        ends.append(time.monotonic() - started)
-    time.sleep(1)  # a late duplicate (a re-dispatch) would run by now
-    stop.set()
-    reaper.join(10)
+    with reaper_loop(app, failed):
+        started = time.monotonic()
+        handles = [durable_chord(
+            [app.signature("t.sleep", (0.5, 10 * c + i)) for i in range(PARTS)],
+            app.signature("t.record", kwargs={"key": trace.key}),
+            deadline=DEADLINE, stall_timeout=STALL) for c in range(CHORDS)]
+        wait_for(lambda: trace.entries(), interval=0.02, what="the first callback")
+        with server.hung():
+            paused, done_before = time.monotonic() - started, len(trace.entries())
+            time.sleep(HANG)
+        ends = []
+        for handle in handles:
+            assert handle.get(timeout=DEADLINE) == PARTS
+            ends.append(time.monotonic() - started)
+        time.sleep(1)  # a late duplicate (a re-dispatch) would run by now
+    assert done_before <= CHORDS - 5, "the hang came too late to be mid-run"
     runs = Counter(values[0] // 10 for values in trace.entries())
     assert runs == Counter(range(CHORDS)), runs
     assert failed == {}
     assert [h.state for h in handles] == ["succeeded"] * CHORDS
     assert open_store(server.url).dead_letters() == []
-    print(f"\n{type(server).__name__}: hang {HANG:g} s, last chord terminal "
+    print(f"\n{type(server).__name__}: hung from {paused:.1f} s to {paused + HANG:.1f} s "
+          f"({done_before} of {CHORDS} callbacks run before); last chord terminal at "
           f"{max(ends):.1f} s after publication (deadline {DEADLINE:g} s)")
 
 
