@@ -43,6 +43,10 @@ def make_app(namespace: str, broker: str, backend: str | None, conf: dict | None
     app.conf.update(settings)
     register_tasks(app)
     register_guarded_tasks(app)
+    if settings.get("cg_chaos"):
+        from chaos.tasks import register as register_chaos
+
+        register_chaos(app, settings["cg_chaos"])
     if settings.get("guard") is not None:
         import chordguard
 
