@@ -118,13 +118,14 @@ def candidate_queues(app: Celery, consumed: set[str]) -> set[str]:
     return {n for n in names if n}
 
 
-def observe(app: Celery, limit: int | None = None) -> tuple[Observation, list[str]]:
-    """One observation; ``limit``: stop waiting for inspect replies after that many."""
+def observe(app: Celery, wait_out: bool = False) -> tuple[Observation, list[str]]:
+    """One observation: an inspect round and a broker peek at the same moment; ``wait_out``:
+    a confirming one, which waits for workers nobody expected (``survey``)."""
     configured = candidate_queues(app, set())
     counting = frozenset(q.name for q in app.amqp.queues.values()
                          if counts_requeues(q.queue_arguments))
     outcomes = within_each(OBSERVE_TIMEOUT, {  # side by side, so both see the same moment
-        "inspect": lambda: survey(app, limit=limit),
+        "inspect": lambda: survey(app, wait_out=wait_out),
         "peek": lambda: peek(app, configured, skip=counting)})
     found, view = outcomes["inspect"], outcomes["peek"]
     if isinstance(view, BaseException):
@@ -335,8 +336,7 @@ def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
     chords = build(observations, states, interim)
     if any(unlock_storm(c, interim) or lost_header(c, interim) for c in chords):
         time.sleep(confirm_pause(facts.retry_interval))
-        workers = first.survey.workers if first.survey else []
-        second, more = observe(app, limit=len(workers) or None)
+        second, more = observe(app, wait_out=True)
         observations.append(second)
         problems += more
         states.update(read_states(app, _ids(observations))[0])
