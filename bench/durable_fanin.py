@@ -285,7 +285,7 @@ def main() -> None:
 
     print(f"\nstore round trips over {n} more chords x {k} headers per mode (counted apart)")
     print(f"  durable-redis client commands: {commands}")
-    per_header = commands.get("EVALSHA", 0) - 2 * n  # 2 per chord: mark dispatched, finish
+    per_header = commands.get("EVALSHA", 0) - 3 * n  # 3 per chord: create, mark, finish
     print(f"  durable-redis completion calls per header part: {per_header / (n * k):.2f}; "
           f"per chord of {k}: {sum(commands.values()) / n:.1f} commands")
     store_x, backend_x = store_after - store_before, backend_after - backend_before

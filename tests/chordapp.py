@@ -52,6 +52,8 @@ def make_app(namespace: str, broker: str, backend: str | None, conf: dict | None
         trace_unlock(namespace)
     if settings.get("cg_stall_publish_of"):
         stall_publish(settings["cg_stall_publish_of"])
+    if settings.get("cg_clock_offset"):
+        skew_clock(float(settings["cg_clock_offset"]))
     if settings.get("cg_durable"):
         from chordguard.durable import enable
 
@@ -61,6 +63,13 @@ def make_app(namespace: str, broker: str, backend: str | None, conf: dict | None
 
         setup_periodic_monitoring(app, **settings["cg_periodic"])
     return app
+
+
+def skew_clock(offset: float) -> None:
+    """This process's wall clock reads ``offset`` seconds off (a worker whose clock is
+    wrong); monotonic time is left alone."""
+    real = time.time
+    time.time = lambda: real() + offset
 
 
 def stall_publish(task_name: str, seconds: float = 600.0) -> None:

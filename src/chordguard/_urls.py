@@ -10,10 +10,12 @@ _USERINFO = re.compile(r"(?<![a-z0-9+.\-])(?P<scheme>[a-z][a-z0-9+.\-]{0,31}://)
 
 
 def mask_url(url: str | None) -> str:
-    """``redis://:secret@host/0`` -> ``redis://:**@host/0``; ``None`` -> ``""``."""
+    """``redis://:secret@host/0`` -> ``redis://:**@host/0``; ``None`` -> ``""``. Each part
+    of a ``;``-separated list (``sentinel://…;sentinel://…``) is masked on its own."""
     if not url:
         return ""
-    return _USERINFO.sub(r"\g<scheme>\g<user>:**@", maybe_sanitize_url(url))
+    return ";".join(_USERINFO.sub(r"\g<scheme>\g<user>:**@", maybe_sanitize_url(part))
+                    for part in url.split(";"))
 
 
 def mask_text(text: str) -> str:

@@ -3,8 +3,9 @@
 Each value comes from, in order: an explicit argument (``install(app, store=…)``,
 ``--store``), the app's configuration (``chordguard_<name>``, or ``CHORDGUARD_<NAME>`` as
 Django's ``CELERY_`` namespace leaves it), the environment (``CHORDGUARD_STORE``), the
-default. The guard, durable chords, the monitor, the dashboard, the CLI and the periodic
-check all ask here, so they all find the same store.
+default. A ``sentinel://`` store URL gets its Redis master's name here when it does not say
+it (``with_master_name``). The guard, durable chords, the monitor, the dashboard, the CLI
+and the periodic check all ask here, so they all find the same store.
 """
 
 from __future__ import annotations
@@ -13,16 +14,21 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from celery import Celery
 
 from ._urls import mask_url
 from .errors import ConfigurationError
 from .store.protocols import DEFAULT_RETENTION
+from .store.timeouts import Timeouts
+from .store.timeouts import configure as configure_timeouts
+from .store.timeouts import from_environment as timeouts_from_environment
 
 STATE_DIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
 DEFAULT_STORE = f"sqlite:///{STATE_DIR / 'chordguard' / 'chordguard.sqlite'}"  # per user, any cwd
 STORE_ENV = "CHORDGUARD_STORE"
+DEFAULT_OUTAGE_SETTLE = 30.0
 
 
 def setting(app: Celery | None, name: str) -> Any:
@@ -39,7 +45,25 @@ def setting(app: Celery | None, name: str) -> Any:
 
 def configured_store(app: Celery | None = None, explicit: str | None = None) -> str | None:
     """The store someone asked for (argument, app configuration, environment), or None."""
-    return explicit or setting(app, "store") or os.environ.get(STORE_ENV) or None
+    url = explicit or setting(app, "store") or os.environ.get(STORE_ENV) or None
+    return with_master_name(url, app) if url else None
+
+
+def with_master_name(url: str, app: Celery | None) -> str:
+    """A ``sentinel://…`` store URL with ``?master_name=`` added when it has none: from
+    ``chordguard_store_transport_options``, else from ``result_backend_transport_options``
+    when the result backend is on Sentinel too (where Celery reads it). Any other URL as is.
+    """
+    if not url.startswith("sentinel://") or app is None or any(
+            "master_name" in dict(parse_qsl(urlsplit(part).query)) for part in url.split(";")):
+        return url
+    name = (setting(app, "store_transport_options") or {}).get("master_name")
+    if not name and str(app.conf.result_backend or "").startswith("sentinel://"):
+        name = (app.conf.result_backend_transport_options or {}).get("master_name")
+    if not name:
+        return url
+    joiner = "&" if urlsplit(url.rsplit(";", 1)[-1]).query else "?"
+    return url + joiner + urlencode({"master_name": name})
 
 
 def store_url(app: Celery | None = None, explicit: str | None = None) -> str:
@@ -104,13 +128,44 @@ def resolve(app: Celery, **explicit: Any) -> Settings:
             value = setting(app, spec.name)
         if value is None or spec.name == "store":
             continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"chordguard_{spec.name} must be a number, "
-                                     f"not {value!r}") from exc
-        if not number > 0 or number == float("inf"):
-            raise ConfigurationError(f"chordguard_{spec.name} must be a positive number, "
-                                     f"not {value!r}")
+        number = _positive(spec.name, value)
         values[spec.name] = int(number) if spec.name == "breaker_failures" else number
     return Settings(**values)
+
+
+def store_timeouts(app: Celery | None) -> Timeouts:
+    """Client timeouts for store connections: ``chordguard_store_connect_timeout`` and
+    ``chordguard_store_timeout`` (seconds) from the app, else the environment
+    (``CHORDGUARD_STORE_CONNECT_TIMEOUT``, ``CHORDGUARD_STORE_TIMEOUT``), else 3 s and 10 s.
+    Raises ConfigurationError for a value that is not a positive number."""
+    base = timeouts_from_environment()
+    values = {}
+    for name, attribute in (("store_connect_timeout", "connect"), ("store_timeout", "operation")):
+        value = setting(app, name)
+        values[attribute] = getattr(base, attribute) if value is None else _positive(name, value)
+    return Timeouts(**values)
+
+
+def apply_store_timeouts(app: Celery | None) -> Timeouts:
+    """Make ``store_timeouts(app)`` the timeouts of this process's new store connections."""
+    chosen = store_timeouts(app)
+    configure_timeouts(chosen)
+    return chosen
+
+
+def outage_settle(app: Celery | None) -> float:
+    """Seconds a reaper waits after it regains sight of its store before it judges
+    deadlines and stalls again (``chordguard_outage_settle``, default 30): long enough for
+    the completions workers kept during the outage to land."""
+    value = setting(app, "outage_settle")
+    return DEFAULT_OUTAGE_SETTLE if value is None else _positive("outage_settle", value)
+
+
+def _positive(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"chordguard_{name} must be a number, not {value!r}") from exc
+    if not number > 0 or number == float("inf"):
+        raise ConfigurationError(f"chordguard_{name} must be a positive number, not {value!r}")
+    return number

@@ -107,6 +107,7 @@ class Chord:
     unlock_copies: list[UnlockCopy] = field(default_factory=list)
     unlock_chains: int | None = None  # live chord_unlock chains, confirmed by two observations
     redis_keys: dict[str, int | None] = field(default_factory=dict)  # key -> TTL seconds
+    unaccounted: int | None = None  # Redis: parts neither finished nor held anywhere (ids unknown)
     evidence: dict[str, str] = field(default_factory=dict)  # figure -> where it came from
     sources: list[str] = field(default_factory=list)
     callback_signature: dict[str, Any] | None = None

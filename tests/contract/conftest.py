@@ -2,6 +2,8 @@
 
 memory and SQLite need nothing; PostgreSQL and Redis must answer on loopback, or the test
 fails loudly (never skips): start them (``scripts/test`` does) or deselect with ``-k``.
+The distributed deployments (marked ``distributed``) are private servers the tests start
+themselves (``tests/distributed_servers``): a Redis Cluster, a Sentinel, PgBouncer.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ from urllib.parse import urlsplit
 import pytest
 
 from chordguard.store import Store, open_store
+from tests import distributed_servers as servers
 from tests.cluster import PG_URL, REDIS_URL
 
-BACKENDS = ("memory", "sqlite", "postgres", "redis")
 SERVICES = {"postgres": ("PostgreSQL", PG_URL), "redis": ("Redis", REDIS_URL)}
+DISTRIBUTED = {"redis-cluster": servers.redis_cluster,
+               "redis-sentinel": servers.sentinel_store,
+               "pgbouncer": servers.pgbouncer}
+BACKENDS = ("memory", "sqlite", "postgres", "redis",
+            *(pytest.param(name, marks=pytest.mark.distributed) for name in DISTRIBUTED))
 
 
 @functools.cache
@@ -31,7 +38,9 @@ def _answers(host: str, port: int) -> bool:
 
 def backend_url(backend: str, tmp_path) -> str:
     """A URL of ``backend`` for one test: its own memory store or SQLite file; the shared
-    PostgreSQL database and Redis (tests use fresh ids there)."""
+    PostgreSQL database and Redis (tests use fresh ids there); the private deployments."""
+    if backend in DISTRIBUTED:
+        return DISTRIBUTED[backend]()
     if backend in SERVICES:
         name, url = SERVICES[backend]
         parts = urlsplit(url)

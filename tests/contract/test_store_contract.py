@@ -97,7 +97,8 @@ def test_journal_keeps_the_whole_record_and_counts_polls_and_duplicates(store):
     assert store.chord("no-such-chord") is None and store.parts("no-such-chord") == {}
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])  # not the shared PostgreSQL
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis", pytest.param(
+    "redis-cluster", marks=pytest.mark.distributed)])  # not the shared PostgreSQL
 def test_retention_purges_ended_chords(backend, tmp_path):  # database: it would purge others'
     store = open_store(backend_url(backend, tmp_path), retention=10)
     old, live = record("a"), record("a")
@@ -349,6 +350,18 @@ def test_a_barrier_reads_back_whole_and_is_due_when_the_reaper_must_look(store, 
     assert [b.id for b in store.due_barriers(app, time.time() + 31)] == [barrier.id]
 
 
+def test_a_barrier_whose_parts_keep_coming_is_due_a_stall_after_the_last_one(store, app):
+    barrier = new_barrier(2, app, deadline=600, stall=30)
+    store.create_barrier(barrier)
+    start = barrier.created_at
+    done = store.complete_part(barrier.id, 0, succeeded("h0", 0), False, start + 20, "t",
+                               app=app)
+    assert done.outcome is Outcome.COUNTED
+    assert store.due_barriers(app, start + 31) == []  # not stalled: a part came at +20
+    assert store.due_barriers(app, start + 31) == []  # (asked twice: still not)
+    assert [b.id for b in store.due_barriers(app, start + 51)] == [barrier.id]
+
+
 # --- the factory ---------------------------------------------------------------------------
 
 def test_one_store_object_per_url_and_scheme_table(tmp_path):
@@ -398,3 +411,8 @@ def _sessions(store) -> set[int]:
     query = text("SELECT pg_backend_pid()")
     return {store._transaction(lambda conn: conn.execute(query).scalar()),
             store._run(lambda conn: conn.execute(query).scalar())}
+
+
+def test_the_store_clock_reads_epoch_seconds(store):
+    # every service here runs on this host: its clock agrees with ours to within a second
+    assert abs(store.clock() - time.time()) < 1.0

@@ -64,7 +64,7 @@ def apply_chord(cluster: Cluster, header: list[tuple], body: str = "t.tsum"):
 @pytest.mark.parametrize("broker", COMPAT_ON_REDIS)
 def test_healthy_in_flight_chord(cluster_for, broker):
     cluster = cluster_for(broker)
-    gid, result = apply_chord(cluster, [("t.sleep", 0.1), ("t.sleep", 0.1), ("t.sleep", 30)])
+    gid, result = apply_chord(cluster, [("t.sleep", 0.1), ("t.sleep", 0.1), ("t.sleep", 90)])
     found = wait_seen(cluster, gid, lambda c: c["done"] == 2, what="two parts done")
     assert found["kind"] == "redis"
     assert (found["total"], found["done"], found["failed"]) == (3, 2, 0)
@@ -94,7 +94,7 @@ def test_healthy_in_flight_chord(cluster_for, broker):
 
 def test_no_false_alarm_on_a_busy_cluster(cluster_for):
     cluster = cluster_for(REDIS_URL)
-    results = [apply_chord(cluster, [("t.sleep", 0.2 + 0.1 * (i % 3))] * 3)[1]
+    results = [apply_chord(cluster, [("t.sleep", 0.6 + 0.3 * (i % 3))] * 3)[1]
                for i in range(15)]
     ids = {r.parent.id for r in results}
     looks = 0
@@ -105,7 +105,7 @@ def test_no_false_alarm_on_a_busy_cluster(cluster_for):
         looks += bool(ours)
     assert looks >= 1
     assert [r.get(timeout=10) for r in results] == \
-        pytest.approx([3 * (0.2 + 0.1 * (i % 3)) for i in range(15)])
+        pytest.approx([3 * (0.6 + 0.3 * (i % 3)) for i in range(15)])
     _, doc = cli_json(cluster, "status")
     assert not ids & {c["id"] for c in doc["chords"]}, "finished chords are not in flight"
 
@@ -140,19 +140,19 @@ def test_counter_expiring_then_lost(cluster_for, broker):
     """A tiny chord expiry and a long header: warned before .s expires; once it has,
     the late part recreates .j without .s, and the chord can never finish."""
     setting = "result_chord_expires" if _compat.RESULT_CHORD_EXPIRES else "result_expires"
-    cluster = cluster_for(broker, {setting: 14})
-    gid, result = apply_chord(cluster, [("t.sleep", 0.1), ("t.sleep", 20)])
+    cluster = cluster_for(broker, {setting: 24})
+    gid, result = apply_chord(cluster, [("t.sleep", 0.1), ("t.sleep", 32)])
     early = wait_seen(cluster, gid, lambda c: c["done"] == 1, what="first part done")
     assert early["diagnoses"] == []
-    warned = wait_seen(cluster, gid, lambda c: c["diagnoses"], timeout=20, what="a diagnosis")
+    warned = wait_seen(cluster, gid, lambda c: c["diagnoses"], timeout=30, what="a diagnosis")
     assert [d["code"] for d in warned["diagnoses"]] == ["counter_expiring"]
     assert warned["diagnoses"][0]["severity"] == "warning"
     assert chordguard_cli(cluster, "check", "--max-hours", "1").returncode == 0  # a warning only
-    lost = wait_seen(cluster, gid, lambda c: c["total"] is None, timeout=40,
+    lost = wait_seen(cluster, gid, lambda c: c["total"] is None, timeout=50,
                      what="the late part recreating .j")
     assert [d["code"] for d in lost["diagnoses"]] == ["counter_lost"]
     assert lost["total"] is None  # every earlier key expired with .s: only the late part is left
-    assert [(p["state"], p["result"]) for p in lost["header"]] == [("SUCCESS", 20)]
+    assert [(p["state"], p["result"]) for p in lost["header"]] == [("SUCCESS", 32)]
     time.sleep(1.0)
     assert result.state == "PENDING"
 
@@ -160,7 +160,7 @@ def test_counter_expiring_then_lost(cluster_for, broker):
 @pytest.mark.parametrize("broker", COMPAT_ON_REDIS)
 def test_header_failed(cluster_for, broker):
     cluster = cluster_for(broker)
-    gid, result = apply_chord(cluster, [("t.fail", "kaput"), ("t.sleep", 5)])
+    gid, result = apply_chord(cluster, [("t.fail", "kaput"), ("t.sleep", 15)])
     found = wait_seen(cluster, gid, lambda c: c["done"] == 1, what="failed part recorded")
     assert found["failed"] == 1 and [d["code"] for d in found["diagnoses"]] == ["header_failed"]
     part = found["header"][0]

@@ -60,6 +60,8 @@ def plan_fail(chord: Chord, reason: str) -> FailPlan:
     elif chord.callback_id:
         plan.callback = (f"mark callback {chord.callback_id} FAILURE with ChordError "
                          "(its signature is unknown, so errbacks cannot run)")
+    elif why := chord.evidence.get("callback"):
+        plan.callback = f"callback {why}; nothing can be marked"
     else:
         plan.callback = ("callback unknown to every source (install the guard's journal to "
                          "record it): nothing can be marked")

@@ -11,7 +11,7 @@ from ..errors import ChordguardError, UnreachableError
 from ..model import to_jsonable
 from ..monitor.api import stuck_chords
 from ..monitor.collect import collect
-from ..monitor.sources.unlock_chords import candidate_queues
+from ..monitor.sources.holdings import candidate_queues
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, command, settings
 from .monitor import MAX_HOURS
 

@@ -33,6 +33,9 @@ def reap_command(store: str | None, interval: float, once: bool) -> int:
             return
         if not report.locked:
             opts.console.print("[yellow]another reaper holds the lease; standing by[/]")
+        if report.settling:
+            opts.console.print("[yellow]the store was out of sight: letting held completions "
+                               "land before judging[/]")
         for chord_id, reason in report.failed.items():
             opts.console.print(f"[bold red]failed[/] durable chord {chord_id}: {reason}")
         for chord_id in report.redispatched:

@@ -56,7 +56,8 @@ def status_table(snapshot: Snapshot, chords: list[Chord] | None = None) -> Table
                    "diagnoses"):
         table.add_column(column, no_wrap=column in ("chord id", "progress"))
     for chord in snapshot.chords if chords is None else chords:
-        table.add_row(chord.kind.value, chord.id, chord.callback_name or "?", progress_bar(chord),
+        table.add_row(chord.kind.value, chord.id, chord.callback_name or "unknown",
+                      progress_bar(chord),
                       chord.age.label() if chord.age else "?",
                       chord.idle.label() if chord.idle else "?",
                       "" if chord.unlock_retries is None else
@@ -107,7 +108,8 @@ def chord_detail(chord: Chord, verbose: bool) -> Group:
     rows = [
         ("chord (group) id", chord.id), ("kind", chord.kind.value),
         ("callback", f"{chord.callback_name or '?'}  id {chord.callback_id or '?'}  "
-                     f"state {chord.callback_state or '?'}"),
+                     f"state {chord.callback_state or '?'}" if chord.callback_id
+                     else chord.evidence.get("callback", "unknown")),
         ("progress", f"{chord.done}/{chord.total if chord.total is not None else '?'} done, "
                      f"{chord.failed} failed"),
         ("created", chord.created_at.isoformat() if chord.created_at else "not recorded"),

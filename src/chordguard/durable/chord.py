@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -13,6 +12,7 @@ from celery.canvas import Signature, _chain, chord
 from ..config import store_url
 from ..errors import ConfigurationError
 from ..store import open_store
+from ..store.clock import store_now
 from .actions import fail_durable_chord
 from .barrier import Barrier, BarrierState, Policy
 from .dispatch import HEADER_KEY, dispatch
@@ -50,10 +50,11 @@ def durable_chord(header: Iterable[Signature] | group, callback: Signature,
     except ValueError:
         raise ConfigurationError("on_header_failure must be 'fail' or 'continue', not "
                                  f"{on_header_failure!r}") from None
-    now = time.time()
+    enable(app)
+    barriers = open_store(store_url(app, store))
+    now = store_now(barriers)  # deadlines are judged on the store's clock
     deadline_at = _deadline(app, deadline, now)
     stall = float(stall_timeout or app.conf.get("chordguard_stall_timeout") or DEFAULT_STALL)
-    enable()
     callback = callback.clone()
     callback.freeze()
     parts = [sig.clone() for sig in parts]
@@ -66,7 +67,6 @@ def durable_chord(header: Iterable[Signature] | group, callback: Signature,
         stall_seconds=stall, by_reference=len(parts) > BY_REFERENCE_ABOVE
         if by_reference is None else by_reference, store=store,
         header_ids=[sig.id for sig in parts])
-    barriers = open_store(store_url(app, store))
     if not parts:
         barrier.state, barrier.claim_token = BarrierState.DISPATCHING, uuid.uuid4().hex
         barrier.claimed_at = now
@@ -84,7 +84,7 @@ def _publish(app: Celery, barrier: Barrier, parts: list[Signature]) -> None:
             for index, sig in enumerate(parts):
                 headers = dict(sig.options.get("headers") or {})
                 headers[HEADER_KEY] = {"b": barrier.id, "i": index, "a": barrier.app,
-                                       "s": barrier.store}
+                                       "s": barrier.store, "d": barrier.deadline_at}
                 sig.apply_async(producer=producer, headers=headers)
     except Exception as exc:
         fail_durable_chord(app, barrier.id, f"publishing the header failed: {exc}",

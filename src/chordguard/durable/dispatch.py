@@ -7,14 +7,15 @@ reaper, or in ``fail_durable_chord``.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from celery import Celery
 
 from .._compat import chord_error
 from ..actions.callback import fail_callback
-from ..store import Barriers
+from ..store import Store
+from ..store.clock import store_now
+from ..store.outage import until_written
 from .barrier import Barrier, callback_arg
 from .deadletter import dead_letter, inputs_of
 from .lazy import reference
@@ -25,7 +26,7 @@ HEADER_KEY = "chordguard_durable"  # message header of a header task: which part
 CALLBACK_KEY = "chordguard_durable_callback"  # message header of the callback
 
 
-def dispatch(app: Celery, store: Barriers, barrier: Barrier,
+def dispatch(app: Celery, store: Store, barrier: Barrier,
              envelopes: list[str | None] | None) -> None:
     """Publish the callback (results in header order, or by reference) and mark it sent."""
     assert barrier.claim_token is not None
@@ -36,13 +37,19 @@ def dispatch(app: Celery, store: Barriers, barrier: Barrier,
     callback = app.signature(barrier.callback)
     headers = dict(callback.options.get("headers") or {})
     headers[CALLBACK_KEY] = {"b": barrier.id, "s": barrier.store, "n": barrier.total,
-                             "p": barrier.policy.value, "a": barrier.app}
+                             "p": barrier.policy.value, "a": barrier.app,
+                             "d": barrier.deadline_at}
     callback.apply_async((results,), task_id=barrier.callback_id, headers=headers)
-    # False when the callback already finished (or the claim moved on): nothing to do
-    store.mark_dispatched(barrier.id, barrier.claim_token, time.time())
+    # held through a store outage: a claim left unmarked would be re-dispatched by the
+    # reaper after the claim grace. False when the callback already finished (or the claim
+    # moved on): nothing to do
+    until_written(lambda: store.mark_dispatched(barrier.id, barrier.claim_token,
+                                                store_now(store)),
+                  barrier.deadline_at, lambda: store_now(store),
+                  f"the dispatch mark of durable chord {barrier.id}")
 
 
-def fail_chord(app: Celery, store: Barriers, barrier: Barrier, reason: str) -> None:
+def fail_chord(app: Celery, store: Store, barrier: Barrier, reason: str) -> None:
     """The chord failed: fail its callback with a ChordError so its errbacks run, and
     dead-letter it with the results recorded so far."""
     logger.error("durable chord %s failed: %s", barrier.id, reason)

@@ -3,27 +3,35 @@
 One reaper is active per app at a time: ``reap`` runs only while it holds the lease
 ``reaper:<app>`` in the store. ``chordguard reap`` loops with its own holder; the beat task
 (``register_beat_task``) uses the holder ``beat``, so it stands aside while a loop runs.
+
+A store outage delays an outcome, never invents one. Time is the store's (``Store.clock``).
+The reaper keeps its sight of the store in the store (``reaper-sight:<app>``: since when it
+has seen the store without a gap, when it last did). After a gap longer than the lease — an
+outage, or passes that failed because the store was unreachable — it only watches for
+``chordguard_outage_settle`` seconds, so the completions workers held through the outage land
+first; and a stall is counted from the end of the gap, never across it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 
 from celery import Celery
 
-from ..config import store_url
-from ..store import Store, open_store
+from ..config import outage_settle, store_url
+from ..store import Store, open_store, unreachable
 from ..store.records import KEEP_SECONDS, BarrierState
 from .barrier import claim_grace
 from .dispatch import dispatch, fail_chord
 
 BEAT_TASK = "chordguard.durable.reap"
 BEAT_HOLDER = "beat"
+logger = logging.getLogger("chordguard.durable")
 
 
 @dataclass
@@ -34,6 +42,31 @@ class ReapReport:
     failed: dict[str, str] = field(default_factory=dict)  # chord id -> reason
     redispatched: list[str] = field(default_factory=list)
     purged: int = 0  # ended barriers deleted after KEEP_SECONDS
+    settling: bool = False  # the store was just out of sight: nothing judged this pass
+
+
+@dataclass
+class Sight:
+    """Since when the reaper has seen the store without a gap, when it last did, and until
+    when it only watches (store time)."""
+
+    since: float
+    last: float
+    settle_until: float = 0.0
+
+    def encode(self) -> str:
+        return f"{self.since!r} {self.last!r} {self.settle_until!r}"
+
+    @classmethod
+    def decode(cls, held: str | None) -> Sight | None:
+        try:
+            since, last, settle_until = (float(v) for v in (held or "").split())
+        except ValueError:
+            return None
+        return cls(since, last, settle_until)
+
+
+_blind: set[str] = set()  # holders whose last pass could not read the store
 
 
 def reap(app: Celery, store: str | None = None, holder: str | None = None,
@@ -41,28 +74,56 @@ def reap(app: Celery, store: str | None = None, holder: str | None = None,
          ) -> ReapReport:
     """One pass over the app's barriers that are due; see the module docstring.
 
-    ``keep_lease=False`` releases the lease after the pass (a one-off run).
+    ``keep_lease=False`` releases the lease after the pass (a one-off run). ``now``
+    (tests) replaces the store's clock. Raises the store's error when it is unreachable.
     """
     barriers = open_store(store_url(app, store))
     grace = claim_grace(app.conf)
-    now = time.time() if now is None else now
     name, holder = f"reaper:{app.main}", holder or new_holder()
-    if not barriers.swap_lease(name, (None, holder), holder, lease):  # take or renew
-        return ReapReport(locked=False)
     try:
-        report = _pass(app, barriers, now, grace)
-        report.purged = barriers.purge_barriers(app.main or "", now - KEEP_SECONDS)
-        return report
-    finally:
-        if not keep_lease:
-            barriers.swap_lease(name, holder, None, 0)  # release
+        now = barriers.clock() if now is None else now
+        if not barriers.swap_lease(name, (None, holder), holder, lease):  # take or renew
+            return ReapReport(locked=False)
+        try:
+            sight = _look(app, barriers, now, lease, holder in _blind, keep_lease)
+            _blind.discard(holder)
+            if keep_lease and now < sight.settle_until:
+                return ReapReport(settling=True)
+            report = _pass(app, barriers, now, grace, sight.since)
+            report.purged = barriers.purge_barriers(app.main or "", now - KEEP_SECONDS)
+            return report
+        finally:
+            if not keep_lease:
+                barriers.swap_lease(name, holder, None, 0)  # release
+    except Exception as exc:
+        if unreachable(exc) and keep_lease:
+            _blind.add(holder)
+        raise
 
 
-def _pass(app: Celery, barriers: Store, now: float, grace: float) -> ReapReport:
+def _look(app: Celery, barriers: Store, now: float, lease: float, was_blind: bool,
+          record: bool) -> Sight:
+    """The reaper's sight of the store (see the module docstring), updated when ``record``
+    (a one-off pass neither settles nor vouches for a continuous sight)."""
+    name = f"reaper-sight:{app.main}"
+    held = barriers.lease_holder(name)
+    sight = Sight.decode(held)
+    if sight is None:  # never looked (or a day ago): nothing known to have been missed
+        sight = Sight(since=now, last=now)
+    elif was_blind or now - sight.last > lease:
+        sight = Sight(since=now, last=now, settle_until=now + outage_settle(app))
+    sight.last = now
+    if record:
+        barriers.swap_lease(name, held, sight.encode(), KEEP_SECONDS)
+    return sight
+
+
+def _pass(app: Celery, barriers: Store, now: float, grace: float,
+          seen_since: float) -> ReapReport:
     report = ReapReport()
     for barrier in barriers.due_barriers(app.main or "", now):
-        reason = _overdue(barrier.state, barrier.deadline_at, barrier.updated_at,
-                          barrier.stall_seconds, now)
+        reason = _overdue(barrier.state, barrier.deadline_at,
+                          max(barrier.updated_at, seen_since), barrier.stall_seconds, now)
         if reason:
             failed = barriers.fail_barrier(barrier.id, reason, now, uuid.uuid4().hex)
             if failed is not None:
@@ -80,7 +141,7 @@ def _overdue(state: BarrierState, deadline_at: float, updated_at: float, stall: 
         return f"deadline passed while {state.value} " \
                f"({now - deadline_at:.0f} s ago)"
     if state is BarrierState.WAITING and now - updated_at >= stall:
-        return f"stalled: no header part finished for {now - updated_at:.0f} s " \
+        return f"stalled: no header part finished for {now - updated_at:.0f} s in sight " \
                f"(stall timeout {stall:g} s)"
     return None
 
@@ -101,9 +162,15 @@ def reap_forever(app: Celery, interval: float = 5.0, store: str | None = None,
     stop = stop or threading.Event()
     holder = new_holder()
     while not stop.is_set():
-        report = reap(app, store, holder=holder, lease=max(3 * interval, 10.0))
-        if on_pass is not None:
-            on_pass(report)
+        try:
+            report = reap(app, store, holder=holder, lease=max(3 * interval, 10.0))
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            logger.warning("durable reaper: the store is unreachable (%r); nothing judged", exc)
+        else:
+            if on_pass is not None:
+                on_pass(report)
         stop.wait(interval)
 
 

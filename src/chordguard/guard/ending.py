@@ -14,6 +14,7 @@ from typing import Any
 
 from ..actions import fail_chord
 from ..model import READY_STATES, Chord, ChordKind, HeaderPart
+from ..store.clock import store_now
 from ..store.records import DEAD_LETTERED, ChordRecord, DeadLetter, jsonable
 from . import envelopes
 from .state import Guard
@@ -52,7 +53,7 @@ def ensure_record(guard: Guard, chord_id: str, callback: dict[str, Any] | None,
     """The journal record of ``chord_id``, created now if the chord was published unguarded."""
     record = guard.store.chord(chord_id)
     if record is None:
-        created = time.time()
+        created = store_now(guard.store)
         guard.store.record_chord(ChordRecord(
             id=chord_id, app=guard.app.main or "", kind=guard.kind.value,
             callback_name=(callback or {}).get("task"),

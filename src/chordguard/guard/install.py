@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery, signals
 from celery.backends.redis import RedisBackend
 
-from ..config import resolve
+from ..config import apply_store_timeouts, resolve
 from ..durable.hook import enable as enable_durable_hooks
 from ..model import ChordKind
 from ..store import open_store
@@ -33,6 +33,7 @@ def install(app: Celery, store: str | None = None, deadline: float | None = None
         return existing
     resolved = resolve(app, store=store, deadline=deadline, **settings)
     app.conf.chordguard_store = resolved.store
+    apply_store_timeouts(app)
     backing = open_store(resolved.store, resolved.retention)
     kind = ChordKind.REDIS if isinstance(app.backend, RedisBackend) else ChordKind.UNLOCK
     guard = Guard(app=app, settings=resolved, store=backing,

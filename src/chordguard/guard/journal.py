@@ -22,6 +22,7 @@ from celery import Celery, signals
 from celery.utils.functional import _regen
 
 from ..model import STAMP
+from ..store.clock import store_now
 from ..store.records import FAILED, SUCCEEDED, ChordRecord, PartUpdate, jsonable
 from . import breaker
 from .body import UnknownBody, body_outcome, final_tasks, is_single_task, result_tree
@@ -94,7 +95,7 @@ def _record_publication(guard: Guard, header_result_args: Any, body: Any,
                         seconds: float | None) -> dict[str, float]:
     """Write the chord's record, then stamp the body's final tasks; consume nothing lazy."""
     group_id, results = header_result_args[0], header_result_args[1]
-    created = time.time()
+    created = store_now(guard.store)  # deadlines are judged on the store's clock
     deadline = created + float(seconds or guard.settings.deadline)
     try:
         finals, tree = final_tasks(body), result_tree(body)

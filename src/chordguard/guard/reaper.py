@@ -31,7 +31,7 @@ PURGE_EVERY = 3600.0
 
 def reap(guard: Guard, now: float | None = None) -> list[str]:
     """End this app's chords past their deadline; return the ids ended here."""
-    now = now or time.time()
+    now = now or guard.store.clock()  # deadlines are judged on the store's clock
     slack = guard.settings.unlock_max_interval + 5.0
     ended = []
     for record in guard.store.open_chords(app=guard.app.main or "", due_before=now):

@@ -9,20 +9,23 @@ import inspect
 import logging
 import traceback as tb
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import Celery, shared_task
 from celery.exceptions import Ignore, Retry
 
 from ..errors import CircuitOpenError
 from ..model import STAMP
+from ..store.clock import store_now
+from ..store.outage import until_written
 from ..store.records import SUCCEEDED
 from . import breaker, envelopes
 from .ending import RUN_CLAIM, dead_letter, ensure_record
 from .journal import HANDLED
-from .state import guard_of
+from .state import Guard, guard_of
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _task_decorator(app: Celery | None, options: dict[str, Any]) -> Callable:
@@ -153,7 +156,7 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
                 if sole:
                     setattr(self.request, HANDLED, True)
                 if not stamp.get("replay"):
-                    _enter_once(self, guard, chord_id, results)
+                    _enter_once(self, guard, chord_id, results, stamp)
             successes, failures = split_results(results, self.app, schema)
             try:
                 value = func(successes, failures, *args, **kwargs)
@@ -169,8 +172,10 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
                     breaker.record(guard, self.name, succeeded=False)
                 raise
             if guard is not None and sole and not stamp.get("replay"):
-                guard.store.finish_chord(chord_id, SUCCEEDED, "callback succeeded")
-                breaker.record(guard, self.name, succeeded=True)
+                _must_land(guard, stamp, lambda: guard.store.finish_chord(
+                    chord_id, SUCCEEDED, "callback succeeded"), f"the end of chord {chord_id}")
+                _must_land(guard, stamp, lambda: breaker.record(guard, self.name, succeeded=True),
+                           f"the breaker of {self.name}")
             return value
 
         run.chordguard_run_once = True  # doctor reads the mark
@@ -180,9 +185,21 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
     return decorate(fn) if fn is not None else decorate
 
 
-def _enter_once(task: Any, guard: Any, chord_id: str, results: Any) -> None:
-    """Take the chord's run-once claim and pass its breaker, or stop here."""
-    holder = guard.store.claim(RUN_CLAIM + chord_id, task.request.id)
+def _must_land(guard: Guard, stamp: dict, call: Callable[[], T], what: str,
+               again: Callable[[], T] | None = None) -> T:
+    """``call()``, retried through a store outage until the chord's deadline: an outage
+    delays a callback, never fails it (``store.outage``)."""
+    until = float(stamp.get("deadline") or store_now(guard.store) + guard.settings.deadline)
+    return until_written(call, until, lambda: store_now(guard.store), what, again)
+
+
+def _enter_once(task: Any, guard: Guard, chord_id: str, results: Any, stamp: dict) -> None:
+    """Take the chord's run-once claim and pass its breaker, or stop here. A claim retried
+    after an outage that finds this delivery's own id took it then (the reply was lost)."""
+    key, me = RUN_CLAIM + chord_id, task.request.id
+    holder = _must_land(guard, stamp, lambda: guard.store.claim(key, me),
+                        f"the run-once claim of chord {chord_id}",
+                        again=lambda: _unless_mine(guard.store.claim(key, me), me))
     if holder is not None:
         if holder == task.request.id:  # our own earlier delivery started and never finished
             record = ensure_record(guard, chord_id, None)
@@ -193,9 +210,14 @@ def _enter_once(task: Any, guard: Any, chord_id: str, results: Any) -> None:
         logger.warning("chordguard: chord %s callback already claimed by %s; ignored",
                        chord_id, holder)
         raise Ignore()
-    if not breaker.allow(guard, task.name):
+    if not _must_land(guard, stamp, lambda: breaker.allow(guard, task.name),
+                      f"the breaker of {task.name}"):
         record = ensure_record(guard, chord_id, None)
         dead_letter(guard, record, f"circuit open for {task.name}: callback not run", results,
                     fail_callback=False)
         raise CircuitOpenError(f"circuit breaker open for {task.name}: chord {chord_id} "
                                "dead-lettered")
+
+
+def _unless_mine(holder: str | None, me: str) -> str | None:
+    return None if holder == me else holder

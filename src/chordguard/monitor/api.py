@@ -91,7 +91,8 @@ def verdict(snapshot: Snapshot) -> tuple[str, str]:
     applied = {s.name for s in snapshot.sources}
     if not applied & set(CHORD_SOURCES):
         return UNKNOWN, "no source reads the chords of this app's result backend"
-    if "unlock" in applied and not snapshot.facts.holdings_complete:
+    looked = "unlock" in applied or any(c.kind is ChordKind.REDIS for c in snapshot.chords)
+    if looked and not snapshot.facts.holdings_complete:
         return UNKNOWN, "incomplete view: a worker did not answer or a queue was not read"
     return HEALTHY, f"{len(snapshot.chords)} chord(s) in flight, none stuck"
 

@@ -14,6 +14,7 @@ from .._urls import mask_text
 from ..model import Chord, ClusterFacts, Snapshot, SourceReport
 from .diagnose import diagnose
 from .sources import Source, durable, journal, redis_chords, unlock_chords
+from .sources.holdings import Holdings
 
 SOURCES: list[Source] = [journal.SOURCE, redis_chords.SOURCE, unlock_chords.SOURCE, durable.SOURCE]
 SOURCE_TIMEOUT = 8.0
@@ -42,7 +43,9 @@ def collect(app: Celery, stuck_after_hours: float | None = None,
     facts = cluster_facts(app)
     chosen = [s for s in (SOURCES if sources is None else sources) if s.applies(app)]
     started = time.monotonic()
-    outcomes = within_each(timeout, {s.name: (lambda s=s: s.read(app, facts)) for s in chosen})
+    holdings = Holdings(app)  # one shared look at workers and queues, if a source needs it
+    outcomes = within_each(timeout, {s.name: (lambda s=s: s.read(app, facts, holdings))
+                                     for s in chosen})
     elapsed = time.monotonic() - started
     chords: dict[str, Chord] = {}
     reports = []
@@ -67,7 +70,8 @@ def collect(app: Celery, stuck_after_hours: float | None = None,
 def merge(into: Chord, other: Chord) -> None:
     """Fill what ``into`` lacks from ``other`` (the same chord seen by another source)."""
     for name in ("callback_name", "callback_id", "callback_state", "total", "created_at",
-                 "age", "idle", "deadline_at", "unlock_retries", "callback_signature"):
+                 "age", "idle", "deadline_at", "unlock_retries", "callback_signature",
+                 "unaccounted"):
         if getattr(into, name) is None and getattr(other, name) is not None:
             setattr(into, name, getattr(other, name))
     into.done = max(into.done, other.done)
@@ -79,6 +83,8 @@ def merge(into: Chord, other: Chord) -> None:
             into.header.append(part)
         elif mine.state in (None, "PENDING") and part.state not in (None, "PENDING"):
             into.header[into.header.index(mine)] = part
+        elif mine.held_by is None:
+            mine.held_by = part.held_by
     seen = {(c.task_id, c.where) for c in into.unlock_copies}
     into.unlock_copies += [c for c in other.unlock_copies if (c.task_id, c.where) not in seen]
     into.redis_keys.update(other.redis_keys)

@@ -38,7 +38,9 @@ CATALOG: dict[str, Code] = {c.code: c for c in [
          "waiters stop waiting."),
     Code("lost_header", Severity.BLOCKING,
          "A header task's result is gone or was never stored, and no worker or queue holds "
-         "the task: it reads PENDING forever, so chord_unlock polls forever.",
+         "the task: it reads PENDING forever, so chord_unlock polls forever (a Redis chord's "
+         "count never completes and its callback never fires). Redis chords keep only the "
+         "ids of finished parts: there it counts the parts neither finished nor held anywhere.",
          "Fail the chord with `chordguard revoke`; keep results longer than your longest chord "
          "(result_expires) and never delete header results while a chord waits."),
     Code("counter_lost", Severity.BLOCKING,
@@ -194,16 +196,21 @@ def orphaned_redis_body(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
 def lost_header(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
     """A header PENDING (no result) that no worker or queue holds, once the chord is older
     than ``facts.lost_header_grace`` (so headers still being published are not counted).
-    Needs a complete view of the holdings: every inspect command answered, every queue read."""
+    Needs a complete view of the holdings: every inspect command answered, every queue read.
+    Redis chords keep no pending header ids: there it is the count of parts neither finished
+    nor held anywhere (``Chord.unaccounted``)."""
     if not facts.holdings_complete or chord.age is None \
             or chord.age.seconds < facts.lost_header_grace:
         return None
-    lost = [p.task_id for p in chord.header if p.state in (None, "PENDING")
-            and p.held_by is None and p.task_id not in facts.queued and not p.failed_upstream]
-    if not lost:
+    lost = [] if chord.kind is ChordKind.REDIS else [
+        p.task_id for p in chord.header if p.state in (None, "PENDING")
+        and p.held_by is None and p.task_id not in facts.queued and not p.failed_upstream]
+    count = (chord.unaccounted or 0) if chord.kind is ChordKind.REDIS else len(lost)
+    if not count:
         return None
-    return make("lost_header", f"{len(lost)} header task(s) have no result and no worker or "
-                f"queue holds them, first {lost[0]}", lost=lost, age_seconds=chord.age.seconds,
+    which = f"first {lost[0]}" if lost else "ids unknown (Celery keeps only finished ones)"
+    return make("lost_header", f"{count} header task(s) have no result and no worker or "
+                f"queue holds them, {which}", lost=lost, age_seconds=chord.age.seconds,
                 age_basis=chord.age.basis, grace_seconds=facts.lost_header_grace,
                 workers=facts.workers)
 

@@ -262,7 +262,7 @@ def acks_late(config: AppConfig) -> Iterable[Finding]:
 
 def visibility_timeout(config: AppConfig) -> Iterable[Finding]:
     broker = str(config.get("broker_url", "") or "")
-    if broker.startswith(("redis", "rediss")):
+    if broker.startswith(("redis", "rediss", "sentinel")):
         default = REDIS_DEFAULT_VISIBILITY
     elif broker.startswith("sqs"):
         default = SQS_DEFAULT_VISIBILITY
@@ -289,7 +289,8 @@ def celery_version(config: AppConfig) -> Iterable[Finding]:
     if not config.celery.supported:
         yield finding("untested_celery_version", "celery", f"Celery {version} is installed")
     backend = str(config.get("result_backend", "") or "")
-    joins_by_unlock = bool(backend) and not backend.startswith(("redis", "rpc", "disabled"))
+    joins_by_unlock = bool(backend) and not backend.startswith(("redis", "sentinel", "rpc",
+                                                                      "disabled"))
     if joins_by_unlock and not config.guarded and \
             not config.celery.nested_chain_failure_propagates:
         yield finding("nested_chain_failure", "celery",

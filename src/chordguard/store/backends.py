@@ -5,14 +5,19 @@
 | ``memory://[name]`` | ``memory.MemoryStore``: this process only (unit tests, the demo) |
 | ``sqlite:///path`` | ``sql.store.SqlStore`` on a SQLite file (WAL: every worker of a host) |
 | ``postgresql+psycopg://…`` | ``sql.store.SqlStore`` on PostgreSQL |
-| ``redis://``, ``rediss://``, ``unix://`` | ``redis.store.RedisStore`` |
+| ``redis://``, ``rediss://``, ``unix://`` | ``redis.store.RedisStore`` on one Redis |
+| ``redis+cluster://``, ``rediss+cluster://`` | ``redis.store.RedisStore`` on a Redis Cluster |
+| ``sentinel://h:p[;…]?master_name=M`` | ``redis.store.RedisStore`` on Sentinel's master |
+
+PostgreSQL may sit behind PgBouncer in transaction mode: the SQL store leaves no prepared
+statement or session state on a server connection (``sql.engine``). The Redis URL forms are
+in ``redis.connect``.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-from urllib.parse import urlsplit
 
 from .._urls import mask_url
 from ..errors import ConfigurationError
@@ -25,6 +30,7 @@ BACKENDS = {
     "redis": "chordguard.store.redis.store:RedisStore",
     "rediss": "chordguard.store.redis.store:RedisStore",
     "unix": "chordguard.store.redis.store:RedisStore",
+    "sentinel": "chordguard.store.redis.store:RedisStore",
 }
 
 
@@ -36,28 +42,37 @@ def by_url(url: str) -> type[Store]:
     if path is None:
         raise ConfigurationError(
             f"unknown store URL {mask_url(url)!r}: use memory://, sqlite:///FILE, "
-            "postgresql+psycopg://..., redis://, rediss:// or unix://")
+            "postgresql+psycopg://..., redis://, rediss://, unix://, redis+cluster:// "
+            "or sentinel://")
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-def _check_redis_db(url: str) -> None:
-    """``redis://host/notanumber`` must not silently read database 0."""
-    parts = urlsplit(url)
-    if parts.scheme in ("redis", "rediss"):
-        db = parts.path.strip("/")
-        if db and not db.isdigit():
-            raise ConfigurationError(f"store URL {mask_url(url)!r}: the Redis database must be "
-                                     f"a number (redis://host:6379/0), not {db!r}")
 
 
 @functools.cache
 def open_store(url: str, retention: float = DEFAULT_RETENTION) -> Store:
     """The store for ``url`` (one per process, URL and retention); nothing connects until
-    first use, when SQL tables are created. Raises ConfigurationError for an unknown scheme.
+    first use, when SQL tables are created. Raises ConfigurationError for an unknown scheme
+    or a URL that can only fail.
     """
-    cls = by_url(url)
-    _check_redis_db(url)
-    store = cls(url)
+    store = by_url(url)(url)
     store.retention = retention
     return store
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Does ``exc`` say the store could not be reached or did not answer in time (down,
+    hung past the client timeout, failing over, read-only replica), as opposed to a bug?"""
+    if isinstance(exc, OSError):
+        return True
+    module = type(exc).__module__ or ""
+    if module.startswith("redis"):
+        from redis import exceptions
+
+        return isinstance(exc, exceptions.ConnectionError | exceptions.TimeoutError
+                          | exceptions.BusyLoadingError | exceptions.ReadOnlyError)
+    if module.startswith("sqlalchemy"):
+        from sqlalchemy import exc as sql
+
+        return isinstance(exc, sql.OperationalError | sql.InterfaceError) \
+            or getattr(exc, "connection_invalidated", False)
+    return False

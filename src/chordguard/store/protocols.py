@@ -15,6 +15,7 @@ on the others; ``tests/contract`` is the suite each one passes.
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 from collections.abc import Callable
 from typing import Protocol
@@ -237,6 +238,12 @@ class Store(Journal, Barriers, Leases, DeadLetters, Breakers, Protocol):
     """Everything chordguard keeps, in one store reached by one URL (``open_store``)."""
 
     url: str
+
+    def clock(self) -> float:
+        """The store's own time (Redis ``TIME``, PostgreSQL ``clock_timestamp()``; this
+        host's for SQLite and memory), in epoch seconds: deadlines and stalls are judged on
+        it, never on a worker's clock."""
+        return time.time()
 
     def describe(self) -> str:
         """The URL, password masked: fit to print."""

@@ -2,7 +2,9 @@
 
 - Redis: the queue lists (every priority sub-queue, ``global_keyprefix`` honoured) read with
   LRANGE and the ``unacked`` hash (messages workers hold) read in the same MULTI, so one
-  view is atomic. Nothing is popped.
+  view is atomic. Nothing is popped. Besides the queues asked for, every queue bound to an
+  exchange in this database (kombu's ``_kombu.binding.*`` sets) is read: a task sent with
+  ``.set(queue=...)`` to a queue the app does not configure is seen too.
 - Filesystem (the embedded demo's broker): the queue's message files, read in the order
   kombu delivers them (sorted names). Nothing is moved.
 - RabbitMQ: per queue, a passive declare (depth, consumers) and then ``basic_get`` without
@@ -52,6 +54,9 @@ class TaskMessage:
     undecodable: str | None = None  # why the body could not be read (args/kwargs unknown)
     argsrepr: str | None = None  # protocol 2 headers: Celery's (possibly truncated) reprs
     kwargsrepr: str | None = None
+    group: str | None = None  # the header group (chord) this task reports to, if any
+    group_index: int | None = None
+    embed: dict[str, Any] | None = None  # protocol 2: callbacks, errbacks, chain, chord
 
 
 @dataclass
@@ -96,6 +101,8 @@ def peek(app: Celery, queues: set[str], limit: int = PER_QUEUE_LIMIT,
     with app.connection_for_read() as conn:
         driver = conn.transport.driver_type
         if driver == "redis":
+            if include_held:
+                queues = set(queues) | _bound_queues(conn)
             return _peek_redis(conn, sorted(queues), limit, include_held)
         if driver == "amqp":
             view = _peek_amqp(conn, sorted(set(queues) - skip), limit,
@@ -150,6 +157,21 @@ def _peek_redis(conn: Any, queues: list[str], limit: int, include_held: bool) ->
     if include_held and not view.sees_held:
         view.note = f"{held_count} held messages: more than {UNACKED_LIMIT}, not read"
     return view
+
+
+def _bound_queues(conn: Any) -> set[str]:
+    """Every queue kombu has bound to an exchange in this Redis database."""
+    channel = conn.default_channel
+    client = redis.Redis(connection_pool=channel.client.connection_pool)
+    prefix = channel.global_keyprefix or ""
+    pattern = prefix + channel.keyprefix_queue % "*"
+    out: set[str] = set()
+    for key in client.scan_iter(match=pattern, count=1000):
+        for member in client.smembers(key):
+            queue = member.decode(errors="replace").split(channel.sep)[-1]
+            if queue:
+                out.add(queue)
+    return out
 
 
 def _peek_amqp(conn: Any, queues: list[str], limit: int, deadline: float) -> BrokerView:
@@ -238,17 +260,24 @@ def _from_parts(headers: dict, content_type: str | None, encoding: str | None, b
     message = TaskMessage(task_id=headers.get("id"), name=headers.get("task"), queue=queue,
                           retries=_int(headers.get("retries")), eta=_datetime(headers.get("eta")),
                           argsrepr=_str(headers.get("argsrepr")),
-                          kwargsrepr=_str(headers.get("kwargsrepr")))
+                          kwargsrepr=_str(headers.get("kwargsrepr")),
+                          group=_str(headers.get("group")),
+                          group_index=_int(headers.get("group_index")))
     decoded, why = _decode_body(headers, content_type, encoding, body)
     message.undecodable = why
     if isinstance(decoded, list) and len(decoded) >= 2:  # protocol 2: [args, kwargs, embed]
         message.args, message.kwargs = decoded[0], decoded[1]
+        if len(decoded) > 2 and isinstance(decoded[2], dict):
+            message.embed = decoded[2]
     elif isinstance(decoded, dict) and "task" in decoded:  # protocol 1
         message.task_id = message.task_id or decoded.get("id")
         message.name = message.name or decoded.get("task")
         message.args, message.kwargs = decoded.get("args"), decoded.get("kwargs")
         message.retries = message.retries if message.retries is not None \
             else _int(decoded.get("retries"))
+        message.group = message.group or _str(decoded.get("taskset"))
+        message.embed = {"chord": decoded.get("chord"), "callbacks": decoded.get("callbacks"),
+                         "errbacks": decoded.get("errbacks"), "chain": None}
         message.eta = message.eta or _datetime(decoded.get("eta"))
     elif why is None:
         message.undecodable = "not a Celery task body"

@@ -16,6 +16,7 @@ from ...model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart
 from ...store import Barriers, open_store
 from ...store.records import FINAL, Barrier, Policy
 from . import Source
+from .holdings import Holdings
 
 NAME = "durable"
 LIST_PARTS = 200
@@ -26,7 +27,7 @@ def applies(app: Celery) -> bool:
     return configured_store(app) is not None or default_store_exists()
 
 
-def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
+def read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
     store = open_store(store_url(app))
     now = facts.now.timestamp()
     return [to_chord(store, b, now) for b in store.barriers_in_flight(app.main or "")]

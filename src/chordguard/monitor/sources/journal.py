@@ -22,6 +22,7 @@ from ...model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart
 from ...store import open_store
 from ...store.records import ChordRecord
 from . import Source
+from .holdings import Holdings
 
 NAME = "journal"
 URL_APP = "chordguard-monitor"  # appctx's app built from URLs: it shows every app's chords
@@ -33,7 +34,7 @@ def applies(app: Celery) -> bool:
     return configured_store(app) is not None
 
 
-def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
+def read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
     store = open_store(store_url(app))
     facts.breakers = {b.name: b.state for b in store.breakers()}
     records = store.open_chords(app=None if app.main == URL_APP else app.main)

@@ -7,6 +7,10 @@ sets it when the chord is applied, so ``chord_expires - TTL`` is the time since 
 returned (or since the chord was applied, when none has). Celery keeps no creation time once
 a part has returned: age is then a lower bound, said so in its basis.
 
+Pending parts, the callback and parts held nowhere come from the header messages in the
+snapshot's shared look at workers and queues (``redis_holdings``); a look that suggests a
+lost part is confirmed by a second one, as for unlock chords.
+
 Chords that are over are left out: only a ``done`` marker left (``.c``), or a failed part in
 ``.j`` once Celery failed the callback with a ChordError (5.7 then deletes ``.s``; 5.3 - 5.6
 leave every key, complete, until it expires).
@@ -14,23 +18,74 @@ leave every key, complete, until it expires).
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Celery
 
 from ..._compat import redis_chord_expires
+from ..._timeouts import within
+from ..._urls import mask_text
 from ...model import FAILED_STATES, Chord, ChordKind, ClusterFacts, Duration, HeaderPart
+from ..diagnose import lost_header
 from . import Source, uses_redis_backend
+from .holdings import Holdings, Observation, confirm_pause, facts_from
+from .redis_holdings import attach, members_by_chord, set_callback_state, unattributed
 from .redis_keys import SUFFIXES, RawChord, RawPart, read_chords, read_metas, scan_group_ids
+from .results import read_states
 
 NAME = "redis_chords"
 STREAM = 5000  # chords read and modelled per step
+LOOK_BUDGET = 6.0  # seconds for the looks at workers and queues; the keys are read before
 
 
-def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
-    """Every in-flight chord, modelled ``STREAM`` chords at a time: the raw keys of one
-    batch are dropped before the next is read, so memory holds the models, not the keys."""
+def read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
+    """In-flight chords from their keys, completed by what workers and queues hold. A look
+    that fails or is late costs the claims it would support, never the chords."""
+    chords = read_keys(app, facts)
+    if not chords:
+        return chords
+    deadline = time.monotonic() + LOOK_BUDGET
+    try:
+        looks = within(LOOK_BUDGET, "workers and queues", holdings.first)
+    except Exception as exc:
+        for chord in chords:
+            chord.evidence["holdings"] = f"unknown: {_why(exc)}"
+            chord.evidence["callback"] = "unknown: no header message could be read"
+        return chords
+    chords = see_holdings(app, chords, looks, facts)
+    unconfirmed = ""
+    if any(lost_header(c, facts_from(looks, facts)) for c in chords):  # confirm: a 2nd look
+        try:
+            looks = within(max(0.0, deadline - time.monotonic()), "workers and queues (again)",
+                           holdings.confirm, confirm_pause(facts.retry_interval))
+            again = {c.id for c in chords}
+            chords = see_holdings(app, [c for c in read_keys(app, facts) if c.id in again],
+                                  looks, facts)
+        except Exception as exc:
+            unconfirmed = f"; parts seen nowhere not confirmed by a second look ({_why(exc)})"
+    problems = [p for look in looks for p in look.problems]
+    for chord in chords:
+        chord.evidence["observations"] = f"{len(looks)} (inspect round + broker peek)" + \
+            ("; problems: " + "; ".join(dict.fromkeys(problems)) if problems else "")
+        if unconfirmed:
+            chord.unaccounted = None
+            chord.evidence["holdings"] += unconfirmed
+    holdings.fill(facts, looks)
+    if unconfirmed:
+        facts.holdings_complete = False
+    return chords
+
+
+def _why(exc: BaseException) -> str:
+    return mask_text(str(exc)) or type(exc).__name__
+
+
+def read_keys(app: Celery, facts: ClusterFacts) -> list[Chord]:
+    """In-flight chords as their Redis keys alone show them, modelled ``STREAM`` chords at a
+    time: the raw keys of one batch are dropped before the next is read, so memory holds
+    the models, not the keys."""
     backend = app.backend
     client = backend.client
     ids = sorted(scan_group_ids(client, backend.group_keyprefix))
@@ -44,6 +99,20 @@ def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
                                            ids[start:start + STREAM]) if in_flight(raw)]
         read_metas(client, backend.task_keyprefix, raws)
         chords += [to_chord(raw, expires, facts.now, prefix) for raw in raws]
+    return chords
+
+
+def see_holdings(app: Celery, chords: list[Chord], looks: list[Observation],
+                 facts: ClusterFacts) -> list[Chord]:
+    """``chords`` with their pending parts, callback and unaccounted count from ``looks``;
+    the queues of pending parts go into ``facts.queued`` (for ``no_consumer``)."""
+    seen = members_by_chord(looks)
+    unknown_held = max(unattributed(look) for look in looks)
+    for chord in chords:
+        facts.queued.update(attach(chord, seen.get(chord.id, []), unknown_held))
+    states, _ = read_states(app, [c.callback_id for c in chords if c.callback_id])
+    for chord in chords:
+        set_callback_state(chord, states)
     return chords
 
 

@@ -6,17 +6,15 @@ signature, ``kwargs['result']`` the header result tuples ``[[id, parent], None]`
 the message waits in a worker's timer (``inspect scheduled``) or on the broker. Header and
 callback states come from the result backend in one batch.
 
-One observation (an inspect round plus a broker peek) is not atomic: a chain moving between
-two workers, or a header between queue and worker, can look doubled or missing for a moment.
-When the first observation suggests ``unlock_storm`` or ``lost_header``, a second one about a
-poll interval later must agree before the diagnosis stands.
+The look at workers and queues is the snapshot's shared one (``holdings``). It is not atomic:
+a chain moving between two workers, or a header between queue and worker, can look doubled
+or missing for a moment. When the first look suggests ``unlock_storm`` or ``lost_header``, a
+second one about a poll interval later must agree before the diagnosis stands.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,25 +23,16 @@ from celery import Celery
 from celery.backends.base import Backend
 from celery.states import READY_STATES
 
-from ..._timeouts import within_each
 from ...model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart, UnlockCopy
 from ..diagnose import lost_header, unlock_storm
 from . import Source, backend_url
-from .broker import BrokerView, TaskMessage, peek
+from .broker import BrokerView, TaskMessage
+from .holdings import Holdings, Observation, confirm_pause, facts_from
 from .result_tuples import header_ids, upstream_ids
 from .results import TaskState, read_states
-from .workers import HeldRequest, WorkerSurvey, counts_requeues, survey
+from .workers import HeldRequest, WorkerSurvey
 
 UNLOCK_TASK = "celery.chord_unlock"
-CONFIRM_PAUSE = 1.0
-
-
-def confirm_pause(interval: float) -> float:
-    """Seconds between the two looks that confirm a problem: half an interval out of phase
-    with the unlock's retry period, so a chain caught mid-retry (its old copy in a worker,
-    its new one on the broker) is not caught at the same instant of its next retry."""
-    return min(max(CONFIRM_PAUSE, 1.5 * interval), 4.5)
-OBSERVE_TIMEOUT = 7.0
 _QUOTED = re.compile(r"['\"]([0-9A-Za-z][\w.:@-]{7,})['\"]")
 _CALLBACK_ID = re.compile(r"['\"]task_id['\"]:\s*['\"]([^'\"]+)['\"]")
 
@@ -75,27 +64,11 @@ class Sighting:
 
 
 @dataclass
-class Observation:
-    """An inspect round plus a broker peek, and the unlock copies they show."""
+class Look:
+    """One shared observation and the unlock copies it shows."""
 
-    survey: WorkerSurvey | None
-    view: BrokerView | None
-    sightings: list[Sighting] = field(default_factory=list)
-
-    def holders(self) -> dict[str, str]:
-        """Task id -> where its message is: ``worker:<host> <state>`` or ``queue:<name>``."""
-        out: dict[str, str] = {}
-        for message in self.view.messages if self.view else []:
-            if message.task_id:
-                out[message.task_id] = ("worker (unacked, " + message.queue + ")") \
-                    if message.held else f"queue:{message.queue}"
-        for request in self.survey.requests if self.survey else []:
-            out[request.task_id] = f"worker:{request.hostname} {request.state}"
-        return out
-
-    def queued(self) -> dict[str, str]:
-        return {m.task_id: m.queue for m in self.view.messages if m.task_id and not m.held} \
-            if self.view else {}
+    observation: Observation
+    sightings: list[Sighting]
 
     def chains(self, group_id: str) -> int:
         """Live chains: waiting copies not revoked, or 1 if only a running copy is seen."""
@@ -104,43 +77,10 @@ class Observation:
         return max(len(waiting), 1 if mine else 0)
 
 
-def candidate_queues(app: Celery, consumed: set[str]) -> set[str]:
-    """The app's queues, the queues its routes name, and those workers consume."""
-    names = set(app.amqp.queues) | set(consumed) | {app.conf.task_default_queue}
-    routes = app.conf.task_routes or ()
-    for table in routes if isinstance(routes, list | tuple) else [routes]:
-        if isinstance(table, dict):
-            for target in table.values():
-                queue = target.get("queue") if isinstance(target, dict) else target
-                name = getattr(queue, "name", queue)
-                if isinstance(name, str):
-                    names.add(name)
-    return {n for n in names if n}
-
-
-def observe(app: Celery, wait_out: bool = False) -> tuple[Observation, list[str]]:
-    """One observation: an inspect round and a broker peek at the same moment; ``wait_out``:
-    a confirming one, which waits for workers nobody expected (``survey``)."""
-    configured = candidate_queues(app, set())
-    counting = frozenset(q.name for q in app.amqp.queues.values()
-                         if counts_requeues(q.queue_arguments))
-    outcomes = within_each(OBSERVE_TIMEOUT, {  # side by side, so both see the same moment
-        "inspect": lambda: survey(app, wait_out=wait_out),
-        "peek": lambda: peek(app, configured, skip=counting)})
-    found, view = outcomes["inspect"], outcomes["peek"]
-    if isinstance(view, BaseException):
-        raise view
-    problems = [view.note] if view.note else []
-    if isinstance(found, BaseException):
-        found, problems = None, [*problems, f"inspect: {found}"]
-    else:
-        problems += [f"inspect {cmd}: {why}" for cmd, why in found.failed.items()]
-        if extra := found.consumed_queues - configured:
-            view.merge(peek(app, extra, include_held=False,
-                            skip=frozenset(found.counting_queues)))
-    observation = Observation(found, view)
-    observation.sightings = _sightings(found, view)
-    return observation, problems
+def look_at(observation: Observation) -> Look:
+    if observation.view is None:
+        return Look(observation, [])
+    return Look(observation, _sightings(observation.survey, observation.view))
 
 
 def _sightings(found: WorkerSurvey | None, view: BrokerView) -> list[Sighting]:
@@ -214,30 +154,30 @@ def _from_reprs(message: TaskMessage, copy: UnlockCopy) -> Sighting | None:
                     "argsrepr/kwargsrepr, which Celery may truncate")
 
 
-def build(observations: list[Observation], states: dict[str, TaskState], facts: ClusterFacts,
+def build(looks: list[Look], states: dict[str, TaskState], facts: ClusterFacts,
           ) -> list[Chord]:
-    """Chords from the sightings of every observation (the latest copies win)."""
-    latest = observations[-1]
-    for observation in observations:  # Celery 5.7 stores REVOKED for a revoked PENDING task
-        for sighting in observation.sightings:
+    """Chords from the sightings of every look (the latest copies win)."""
+    latest = looks[-1]
+    for look in looks:  # Celery 5.7 stores REVOKED for a revoked PENDING task
+        for sighting in look.sightings:
             if (known := states.get(sighting.copy.task_id)) and known.state == "REVOKED":
                 sighting.copy.revoked = True
     holders: dict[str, str] = {}
-    for observation in observations:
-        holders.update(observation.holders())
+    for look in looks:
+        holders.update(look.observation.holders())
     groups: dict[str, list[Sighting]] = {}
-    for observation in observations:
-        for sighting in observation.sightings:
+    for look in looks:
+        for sighting in look.sightings:
             groups.setdefault(sighting.group_id, [])
     for group_id in groups:
-        for observation in reversed(observations):
-            mine = [s for s in observation.sightings if s.group_id == group_id]
+        for look in reversed(looks):
+            mine = [s for s in look.sightings if s.group_id == group_id]
             if mine:
                 groups[group_id] = mine
                 break
     chords = []
     for group_id, sightings in groups.items():
-        chains = min(o.chains(group_id) for o in observations) if group_id in \
+        chains = min(look.chains(group_id) for look in looks) if group_id in \
             {s.group_id for s in latest.sightings} else 0
         chords.append(_chord(group_id, sightings, holders, states, facts, chains))
     return chords
@@ -308,54 +248,30 @@ def _timings(chord: Chord, interval: float, now: datetime) -> None:
                              lower_bound=True)
 
 
-def _facts_from(observations: list[Observation], facts: ClusterFacts) -> ClusterFacts:
-    """``facts`` with the workers, consumed queues and queued ids the observations show."""
-    surveys = [o.survey for o in observations if o.survey is not None]
-    if not surveys:
-        return dataclasses.replace(facts)
-    consumed = set().union(*(s.consumed_queues for s in surveys))
-    for observation in observations:
-        for queue in observation.view.queues.values() if observation.view else []:
-            if queue.consumers:
-                consumed.add(queue.name)
-    queued: dict[str, str] = {}
-    for observation in observations:
-        queued.update(observation.queued())
-    complete = all(o.survey is not None and not o.survey.failed and o.view is not None
-                   and o.view.complete for o in observations)
-    return dataclasses.replace(facts, workers=surveys[-1].workers, consumed_queues=consumed,
-                               queued={**facts.queued, **queued}, holdings_complete=complete)
-
-
-def read(app: Celery, facts: ClusterFacts) -> list[Chord]:
+def read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
     """Every chord with an unlock copy in sight; fills ``facts`` (workers, queues, queued)."""
-    first, problems = observe(app)
-    observations = [first]
-    states, how = read_states(app, _ids(observations))
-    interim = _facts_from(observations, facts)
-    chords = build(observations, states, interim)
+    looks = [look_at(o) for o in holdings.first()]
+    states, how = read_states(app, _ids(looks))
+    interim = facts_from([look.observation for look in looks], facts)
+    chords = build(looks, states, interim)
     if any(unlock_storm(c, interim) or lost_header(c, interim) for c in chords):
-        time.sleep(confirm_pause(facts.retry_interval))
-        second, more = observe(app, wait_out=True)
-        observations.append(second)
-        problems += more
-        states.update(read_states(app, _ids(observations))[0])
-        interim = _facts_from(observations, facts)
-        chords = build(observations, states, interim)
+        looks = [look_at(o) for o in holdings.confirm(confirm_pause(facts.retry_interval))]
+        states.update(read_states(app, _ids(looks))[0])
+        interim = facts_from([look.observation for look in looks], facts)
+        chords = build(looks, states, interim)
+    problems = [p for look in looks for p in look.observation.problems]
     for chord in chords:
         chord.evidence["header states"] = f"result backend: {how} (no result reads PENDING)"
-        chord.evidence["observations"] = f"{len(observations)} (inspect round + broker peek)" + \
+        chord.evidence["observations"] = f"{len(looks)} (inspect round + broker peek)" + \
             ("; problems: " + "; ".join(dict.fromkeys(problems)) if problems else "")
-    facts.workers, facts.consumed_queues = interim.workers, interim.consumed_queues
-    facts.holdings_complete = interim.holdings_complete
-    facts.queued.update(interim.queued)
+    holdings.fill(facts, [look.observation for look in looks])
     return chords
 
 
-def _ids(observations: list[Observation]) -> list[str]:
+def _ids(looks: list[Look]) -> list[str]:
     ids: list[str] = []
-    for observation in observations:
-        for sighting in observation.sightings:
+    for look in looks:
+        for sighting in look.sightings:
             ids += [*sighting.header_ids, sighting.copy.task_id]
             ids += [task_id for before in sighting.upstream.values() for task_id in before]
             callback_id = ((sighting.callback or {}).get("options") or {}).get("task_id")

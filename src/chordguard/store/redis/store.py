@@ -1,5 +1,6 @@
-"""The store in Redis: keys as ``keys`` lays them out, every atomic write one Lua call
-(``lua``): one call per journal write, one round trip per barrier completion.
+"""The store in Redis — one server, a Redis Cluster or a Sentinel's master (``connect``):
+keys as ``keys`` lays them out, every atomic write one Lua call on one slot (``lua``): one
+call per journal write (and one index update), one round trip per barrier completion.
 
 Ended chords and finished barriers expire by themselves; leases expire with their TTL.
 """
@@ -8,8 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-
-import redis
+from typing import Any
 
 from ...model import FAILED_STATES
 from ..protocols import DEFAULT_RETENTION, Store
@@ -24,42 +24,45 @@ from ..records import (
     from_json,
     to_json,
 )
-from . import keys, lua
+from . import connect, keys, lua
 from .barriers import RedisBarriers, _text
-
-CONNECT_TIMEOUT = 3
-
-
-@functools.cache
-def client(url: str) -> redis.Redis:
-    """The Redis client for ``url`` (one per process; redis-py's pool reconnects in a forked
-    child by itself)."""
-    return redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT,
-                                socket_timeout=10, health_check_interval=30)
 
 
 class RedisStore(RedisBarriers, Store):
-    """The store in a Redis database (``redis://``, ``rediss://``, ``unix://``)."""
+    """The store in Redis (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+    ``sentinel://``: see ``connect``)."""
 
     def __init__(self, url: str) -> None:
+        connect.check(url)
         self.url = url
         self.retention = DEFAULT_RETENTION
-        self.client = client(url)
-        script = self.client.register_script
-        self._record, self._parts, self._finish = \
-            script(lua.RECORD), script(lua.PARTS), script(lua.FINISH)
-        self._swap, self._replace, self._settle = \
-            script(lua.SWAP_LEASE), script(lua.REPLACE_BREAKER), script(lua.SETTLE)
-        self._complete, self._transition, self._mark = \
-            script(lua.COMPLETE), script(lua.TRANSITION), script(lua.MARK_DISPATCHED)
+        self._scripts: dict[str, Any] = {}
+
+    @functools.cached_property
+    def client(self) -> Any:
+        """The client, made on first use (a cluster client asks for the slot map then)."""
+        return connect.client(self.url)
+
+    def _eval(self, script: str, keys_: list[str], args: list[Any]) -> Any:
+        """Run one script of ``lua`` (by its SHA once loaded) on the slot of ``keys_``."""
+        runner = self._scripts.get(script)
+        if runner is None:
+            runner = self._scripts.setdefault(script, self.client.register_script(script))
+        return runner(keys=keys_, args=args)
+
+    def clock(self) -> float:
+        seconds, micros = self.client.time()
+        return seconds + micros / 1e6
 
     # journal
     def record_chord(self, record: ChordRecord) -> None:
-        score = record.deadline_at if record.deadline_at is not None else keys.NO_DEADLINE
-        self._record(keys=[keys.chord(record.id), keys.OPEN],
-                     args=[to_json(record), record.state, record.polls, record.duplicates,
-                           score, record.id, record.reason or "",
-                           record.ended_at or time.time(), int(self.retention)])
+        state = self._eval(lua.RECORD, [keys.chord(record.id)],
+                           [to_json(record), record.state, record.polls, record.duplicates,
+                            record.reason or "", record.ended_at or time.time(),
+                            int(self.retention)])
+        if _text(state) == OPEN:  # then the index (recording again repairs a lost entry)
+            score = record.deadline_at if record.deadline_at is not None else keys.NO_DEADLINE
+            self.client.zadd(keys.OPEN, {record.id: score}, nx=True)
 
     def record_parts(self, updates: list[PartUpdate]) -> None:
         if not updates:
@@ -69,9 +72,9 @@ class RedisStore(RedisBarriers, Store):
             by_chord.setdefault(u.chord_id, {}).setdefault(u.task_id, f"{u.state}|{u.at}")
         with self.client.pipeline(transaction=False) as pipe:
             for chord_id, finished in by_chord.items():
-                flat = [item for pair in finished.items() for item in pair]
-                self._parts(keys=[keys.parts(chord_id)], args=[int(self.retention), *flat],
-                            client=pipe)
+                for task_id, report in finished.items():
+                    pipe.hsetnx(keys.parts(chord_id), task_id, report)
+                pipe.expire(keys.parts(chord_id), int(self.retention))
             pipe.execute()
 
     def chord(self, chord_id: str) -> ChordRecord | None:
@@ -86,7 +89,11 @@ class RedisStore(RedisBarriers, Store):
                     limit: int = 10000) -> list[ChordRecord]:
         top = f"({due_before}" if due_before is not None else "+inf"
         ids = [i.decode() for i in self.client.zrangebyscore(keys.OPEN, "-inf", top)]
-        found = [c for c in self._chords(ids) if c.open and (app is None or c.app == app)]
+        chords = self._chords(ids)
+        stale = set(ids) - {c.id for c in chords if c.open}  # ended, or expired since
+        if stale:
+            self.client.zrem(keys.OPEN, *stale)
+        found = [c for c in chords if c.open and (app is None or c.app == app)]
         return sorted(found, key=lambda c: c.created_at)[:limit]
 
     def _chords(self, ids: list[str]) -> list[ChordRecord]:
@@ -112,9 +119,11 @@ class RedisStore(RedisBarriers, Store):
 
     def finish_chord(self, chord_id: str, state: str, reason: str) -> bool:
         assert state in TERMINAL, state
-        return bool(self._finish(keys=[keys.chord(chord_id), keys.OPEN],
-                                 args=[state, reason, time.time(), int(self.retention),
-                                       chord_id]))
+        ended = bool(self._eval(lua.FINISH, [keys.chord(chord_id)],
+                                [state, reason, time.time(), int(self.retention)]))
+        if ended:
+            self.client.zrem(keys.OPEN, chord_id)
+        return ended
 
     def count(self, chord_id: str, name: str, n: int = 1) -> None:
         assert name in ("polls", "duplicates"), name
@@ -126,9 +135,9 @@ class RedisStore(RedisBarriers, Store):
     def swap_lease(self, name: str, expect: str | None | tuple[str | None, ...],
                    new: str | None, ttl: float) -> bool:
         expected = expect if isinstance(expect, tuple) else (expect,)
-        return bool(self._swap(keys=[keys.lease(name)],
-                               args=[new or "", max(1, int(ttl * 1000)),
-                                     *(e or "" for e in expected)]))
+        return bool(self._eval(lua.SWAP_LEASE, [keys.lease(name)],
+                               [new or "", max(1, int(ttl * 1000)),
+                                *(e or "" for e in expected)]))
 
     def lease_holder(self, name: str) -> str | None:
         value = self.client.get(keys.lease(name))
@@ -141,7 +150,10 @@ class RedisStore(RedisBarriers, Store):
 
     def dead_letters(self, state: str | None = None, limit: int = 1000) -> list[DeadLetter]:
         ids = [i.decode() for i in self.client.zrevrange(keys.DEAD_LETTERS, 0, -1)]
-        raw = self.client.mget([keys.dead_letter(i) for i in ids]) if ids else []
+        with self.client.pipeline(transaction=False) as pipe:  # its keys are on many slots
+            for letter_id in ids:
+                pipe.get(keys.dead_letter(letter_id))
+            raw = pipe.execute()
         letters = [from_json(DeadLetter, r) for r in raw if r is not None]
         return [d for d in letters if state is None or d.state == state][:limit]
 
@@ -161,8 +173,7 @@ class RedisStore(RedisBarriers, Store):
         if letter is None or letter.state != DLQ_DEAD:
             return False
         letter.state, letter.note, letter.updated_at = state, note, time.time()
-        return bool(self._settle(keys=[keys.dead_letter(letter.id), keys.DEAD_LETTERS],
-                                 args=[to_json(letter), state]))
+        return bool(self._eval(lua.SETTLE, [keys.dead_letter(letter.id)], [to_json(letter)]))
 
     # breakers
     def breaker(self, name: str) -> Breaker:
@@ -175,8 +186,8 @@ class RedisStore(RedisBarriers, Store):
 
     def replace_breaker(self, old: Breaker, new: Breaker) -> bool:
         self.client.sadd(keys.BREAKERS, new.name)
-        return bool(self._replace(keys=[keys.breaker(new.name)],
-                                  args=[old.version, to_json(new)]))
+        return bool(self._eval(lua.REPLACE_BREAKER, [keys.breaker(new.name)],
+                               [old.version, to_json(new)]))
 
     # retention
     def purge(self, now_: float | None = None) -> int:

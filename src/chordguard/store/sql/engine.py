@@ -2,9 +2,14 @@
 
 - SQLite files get WAL, ``synchronous=NORMAL`` and a 30 s busy timeout, so every worker
   process of a host can share one file;
-- PostgreSQL gets a connect timeout and pre-ping on the pool; ``run`` gives each thread
+- PostgreSQL gets the store timeouts (``store.timeouts``: connect, statement and lock
+  timeouts, TCP keepalives) and pre-ping on the pool — a PgBouncer that refuses the
+  ``options`` start-up parameter gets connections without the statement and lock timeouts
+  (set ``query_timeout`` on PgBouncer instead); ``run`` gives each thread
   one autocommit connection of its own, detached from the pool, so a one-statement write
-  costs exactly one round trip;
+  costs exactly one round trip. Nothing outlives a transaction on the server connection
+  (psycopg never prepares a statement server-side, no session setting, lock or cursor), so
+  PgBouncer in transaction mode may hand each transaction to another server connection;
 - the fork rule: a forked process (a prefork pool child) never reuses its parent's
   connections. Right after any ``os.fork`` every engine's pool is replaced without closing
   the parent's sockets, and the threads' own connections are forgotten. Everything SQL in
@@ -20,8 +25,9 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 
+from .. import timeouts
+
 T = TypeVar("T")
-CONNECT_TIMEOUT = 3
 SQLITE_BUSY_TIMEOUT = 30
 
 _engines: dict[str, Engine] = {}
@@ -50,8 +56,39 @@ def _create(url: str) -> Engine:
             cursor.close()
 
         return created
-    connect_args = {"connect_timeout": CONNECT_TIMEOUT} if url.startswith("postgresql") else {}
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    connect_args = _postgres_limits() if url.startswith("postgresql") else {}
+    if url.startswith("postgresql+psycopg:"):  # psycopg 3 prepares a statement run 5 times
+        connect_args["prepare_threshold"] = None
+    created = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    if "options" in connect_args:
+        event.listen(created, "do_connect", _without_refused_options)
+    return created
+
+
+REFUSED_OPTIONS = "unsupported startup parameter: options"  # PgBouncer's answer
+
+
+def _without_refused_options(dialect, _record, cargs, cparams):
+    """Connect; when the server (PgBouncer) refuses the ``options`` start-up parameter,
+    connect again without it (SQLAlchemy keeps ``cparams`` for the engine's next ones)."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except dialect.loaded_dbapi.OperationalError as error:
+        if REFUSED_OPTIONS not in str(error):
+            raise
+        cparams.pop("options", None)
+        return dialect.connect(*cargs, **cparams)
+
+
+def _postgres_limits() -> dict:
+    """libpq arguments: no connect, statement or lock wait longer than the store timeouts,
+    and keepalives so a server gone silent is given up on."""
+    limits = timeouts.current()
+    operation_ms = int(limits.operation * 1000)
+    return {"connect_timeout": max(1, round(limits.connect)),
+            "options": f"-c statement_timeout={operation_ms} -c lock_timeout={operation_ms}",
+            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+            "keepalives_count": 3, "tcp_user_timeout": operation_ms}
 
 
 def _make_parent(url: str) -> None:

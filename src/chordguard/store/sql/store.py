@@ -59,6 +59,12 @@ class SqlStore(SqlBarriers, Store):
     def postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
+    def clock(self) -> float:
+        if not self.postgres:
+            return time.time()  # SQLite: one host, its clock
+        return float(self._run(lambda conn: conn.execute(
+            select(func.extract("epoch", func.clock_timestamp()))).scalar_one()))
+
     def _run(self, fn: Callable[[Connection], T]) -> T:
         """``fn`` as one unit on the thread's own connection (see ``engine.run``)."""
         return run(self.engine, fn)
