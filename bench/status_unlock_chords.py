@@ -8,6 +8,8 @@ header tasks: 2 done, 2 parked in a queue nobody consumes. Both sides run as fre
 end to end, alternating, against the same cluster:
 
 * chordguard: ``chordguard -A tests.chordapp status --json``;
+* ``chordguard inspect <an id nobody knows>`` against Celery's own question to the workers
+  about one id, ``celery inspect query_task <id>``;
 * baseline: what Celery offers (and what the seed guide's monitor did): ``inspect`` active,
   reserved and scheduled, then, per chord_unlock found, the state of every header and of the
   callback through ``AsyncResult.state`` (one backend read each, as chord_unlock's own
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -89,8 +92,16 @@ def main() -> None:
         env = cluster.env()
         ours = [sys.executable, "-m", "chordguard", "-A", "tests.chordapp", "status", "--json"]
         theirs = [sys.executable, __file__, "--baseline"]
-        rows = {"chordguard": [], "baseline": []}
+        unknown = str(uuid.uuid4())
+        lookup = [sys.executable, "-m", "chordguard", "-A", "tests.chordapp", "inspect", unknown]
+        query = [sys.executable, "-m", "celery", "-A", "tests.chordapp", "inspect", "query_task",
+                 unknown]
+        rows = {"chordguard": [], "baseline": [], "inspect unknown id": [], "celery query_task": []}
         for _ in range(opts.rounds):
+            seconds, _ = timed(lookup, env)
+            rows["inspect unknown id"].append(seconds)
+            seconds, _ = timed(query, env)
+            rows["celery query_task"].append(seconds)
             seconds, out = timed(ours, env)
             found = json.loads(out)["health"]["active_chord_unlocks"]
             assert found == opts.chords, f"chordguard saw {found} chords"
@@ -107,12 +118,14 @@ def main() -> None:
 
 
 def report(rows: dict[str, list[float]], opts: argparse.Namespace) -> None:
-    ours, theirs = statistics.median(rows["chordguard"]), statistics.median(rows["baseline"])
     print(f"{opts.chords} unlock chords, broker {opts.broker}, {opts.rounds} rounds")
     for name, values in rows.items():
-        print(f"  {name:10} median {statistics.median(values):.2f} s  "
+        print(f"  {name:18} best {min(values):.2f} s, median {statistics.median(values):.2f} s  "
               f"rounds {', '.join(f'{v:.2f}' for v in values)}")
-    print(f"  ratio chordguard / baseline: {ours / theirs:.2f}")
+    for ours, theirs in (("chordguard", "baseline"), ("inspect unknown id", "celery query_task")):
+        print(f"  ratio {ours} / {theirs}: median "
+              f"{statistics.median(rows[ours]) / statistics.median(rows[theirs]):.2f}")
+    print(f"  load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

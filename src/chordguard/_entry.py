@@ -1,4 +1,5 @@
-"""The ``chordguard`` console script: Ctrl-C while the CLI is still loading exits 130 quietly."""
+"""The ``chordguard`` console script: ``--version`` answers before anything loads; Ctrl-C
+while the CLI is still loading exits 130 quietly."""
 
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ def _interrupted(*_: object) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--version"]:
+        from ._version import VERSION
+
+        sys.stdout.write(f"chordguard {VERSION}\n")
+        return
     previous = signal.signal(signal.SIGINT, _interrupted)  # while the CLI's modules load
     try:
         from .cli import main as run
+        from .cli import preload
+
+        preload(sys.argv[1:])
     except KeyboardInterrupt:
         _interrupted()
     finally:

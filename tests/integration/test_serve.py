@@ -69,6 +69,8 @@ def test_healthy_cluster(redis_cluster, served):
     assert listed(server, gid, "kind=unlock") is None
     assert listed(server, gid, "state=blocked") is None
     assert listed(server, gid, "callback=no-such-callback") is None
+    assert listed(server, gid, "offset=0&limit=1") is not None
+    assert listed(server, gid, "offset=1") is None  # paged server-side: one chord in flight
 
     health = server.get("/healthz")
     assert health.status_code == 200, health.text

@@ -9,24 +9,27 @@ chords: never "healthy" on what was not seen), 130 interrupted.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from celery import Celery
-from rich.console import Console
 
 from .._urls import mask_text
+from .._version import VERSION
 from ..errors import ChordguardError
-from .appctx import load_app
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_UNKNOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _META_KEY = "chordguard.settings"
 NON_TTY_WIDTH = 160
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from rich.console import Console
 
 
 @dataclass
@@ -50,11 +53,15 @@ class Settings:
                     self._app.conf.update({k: v for k, v in (("broker_url", self.broker),
                                           ("result_backend", self.backend)) if v})
             else:
+                from .appctx import load_app  # celery loads only for a command that runs
+
                 self._app = load_app(self.app_path, self.broker, self.backend)
         return self._app
 
     @property
     def console(self) -> Console:
+        from rich.console import Console
+
         wide = None if sys.stdout.isatty() else NON_TTY_WIDTH  # logs, cron mail, pipes
         return Console(highlight=False, soft_wrap=self.json, width=wide)
 
@@ -136,27 +143,46 @@ def command(group_commands: list[click.Command], **attrs: Any) -> Callable:
 
 
 COMMANDS: list[click.Command] = []
+# command name -> the cli module that declares it: a command's module (and what it imports)
+# loads only when that command runs, so ``check`` never loads the web server or SQLAlchemy
+COMMAND_MODULES = {
+    "status": "monitor", "check": "monitor", "inspect": "monitor", "watch": "watch",
+    "doctor": "doctor", "revoke": "actions", "clean": "actions", "fix": "fix",
+    "reap": "durable", "dlq": "dlq", "serve": "serve", "demo": "demo",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use (see ``COMMAND_MODULES``)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if module is None:
+            return None
+        importlib.import_module(f"{__name__}.{module}")
+        return next(cmd for cmd in COMMANDS if cmd.name == cmd_name)
+
+
+def preload(argv: list[str]) -> None:
+    """Import the module of the command named on ``argv`` now (the console script does this
+    while Ctrl-C still exits quietly); a token that only looks like one costs an import."""
+    module = next((COMMAND_MODULES[t] for t in argv if t in COMMAND_MODULES), None)
+    if module is not None:
+        importlib.import_module(f"{__name__}.{module}")
 
 
 def _build_groups() -> tuple[click.Group, click.Group]:
-    from . import (  # noqa: F401  (register commands in COMMANDS)
-        actions,
-        demo,
-        dlq,
-        doctor,
-        durable,
-        fix,
-        monitor,
-        serve,
-        watch,
-    )
-
-    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(VERSION, "--version", prog_name="chordguard",
+                          message="%(prog)s %(version)s")
     @common_options
     def cli() -> None:
         """chordguard: see, diagnose and end stuck Celery chords."""
 
-    @click.group("chordguard")
+    @click.group("chordguard", cls=LazyGroup)
     @common_options
     @click.pass_context
     def celery_group(ctx: click.Context) -> None:
@@ -164,9 +190,6 @@ def _build_groups() -> tuple[click.Group, click.Group]:
         parent = ctx.find_root().obj
         settings().celery_app = getattr(parent, "app", None)
 
-    for cmd in COMMANDS:
-        cli.add_command(cmd)
-        celery_group.add_command(cmd)
     return cli, celery_group
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, Group
-from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
 
 from ..model import Chord, Severity, Snapshot, format_seconds, to_jsonable
@@ -14,6 +11,10 @@ from ..monitor.api import health_from
 
 SCHEMA_VERSION = 1
 BAR_WIDTH = 12
+
+if TYPE_CHECKING:
+    from rich.console import Console, Group
+    from rich.table import Table
 
 
 def snapshot_json(snapshot: Snapshot, command: str, chords: list[Chord] | None = None,
@@ -47,6 +48,8 @@ def diagnosis_text(chord: Chord) -> Text:
 
 
 def status_table(snapshot: Snapshot, chords: list[Chord] | None = None) -> Table:
+    from rich.table import Table  # tables load only when one is drawn
+
     table = Table(title=f"In-flight chords — celery {snapshot.celery_version}",
                   title_justify="left")
     for column in ("kind", "chord id", "callback", "progress", "age", "idle", "unlock retries",
@@ -94,6 +97,10 @@ def print_status(console: Console, snapshot: Snapshot, chords: list[Chord] | Non
 
 
 def chord_detail(chord: Chord, verbose: bool) -> Group:
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+
     """Everything known about one chord, for ``inspect``."""
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")

@@ -14,9 +14,9 @@ from ..errors import UnknownChordError, UnreachableError
 from ..model import Chord, ChordKind, Snapshot
 from .collect import cluster_facts, collect
 from .diagnose import AFTER_END
-from .sources import durable, journal
+from .sources import durable, journal, unlock_chords
 
-LOOKS_FOR_ONE_CHORD = 3
+RELOOK_PAUSE = 0.25  # of the retry interval, before a second look for one polled chord
 
 
 def get_active_chord_unlocks(app: Celery) -> list[Chord]:
@@ -28,8 +28,9 @@ def find_chord(app: Celery, chord_id: str) -> tuple[Snapshot, Chord]:
     """The chord whose group id or callback id is ``chord_id``, and the snapshot it is in.
 
     A polled chord is seen only through its chord_unlock message, which can be in transit
-    (between a retry's publish and a worker's receipt) at the instant of a look; so a chord
-    not seen is looked for again, out of phase with the retry interval, before it is called
+    (between a retry's publish and a worker's receipt, milliseconds) at the instant of a look;
+    so when chord_unlock joins this app's chords, a chord not seen is looked for once more, a
+    quarter of the retry interval later (another phase of the polling), before it is called
     unknown. A chord that has ended is found in the guard's journal or the durable store
     (``Chord.ended`` tells when, how and why) without waiting. Raises UnknownChordError, or
     UnreachableError when no source answered.
@@ -41,9 +42,10 @@ def find_chord(app: Celery, chord_id: str) -> tuple[Snapshot, Chord]:
             over.diagnoses = [d for rule in AFTER_END if (d := rule(over, facts)) is not None]
             return Snapshot(taken_at=datetime.now(UTC), celery_version=celery.__version__,
                             facts=facts, chords=[over]), over
-    for look in range(LOOKS_FOR_ONE_CHORD):
+    looks = 2 if unlock_chords.SOURCE.applies(app) else 1
+    for look in range(looks):
         if look:
-            time.sleep(1.5 * float(app.conf.result_chord_retry_interval or 1.0))
+            time.sleep(RELOOK_PAUSE * float(app.conf.result_chord_retry_interval or 1.0))
         snapshot = collect(app)
         chord = snapshot.find(chord_id)
         if chord is not None:

@@ -103,10 +103,12 @@ def create_app(app: Celery, token: str | None = None, stuck_after_hours: float =
         figures = await board.cache.get()
         wanted = ChordFilter.from_query(request.query_params)
         limit = _int(request.query_params.get("limit"), LIST_LIMIT)
-        matched = [c for c in figures.snapshot.chords if wanted.matches(c)]
+        offset = _int(request.query_params.get("offset"), 0)  # pages: filtered here, not
+        matched = [c for c in figures.snapshot.chords if wanted.matches(c)]  # in the browser
+        page = matched[offset:offset + limit]
         return _json({**board.frame(figures), "total": len(figures.snapshot.chords),
-                      "matched": len(matched),
-                      "chords": [chord_row(c, figures.rates.get(c.id)) for c in matched[:limit]],
+                      "matched": len(matched), "offset": offset,
+                      "chords": [chord_row(c, figures.rates.get(c.id)) for c in page],
                       "choices": {"kind": [k.value for k in ChordKind], "state": list(STATES),
                                   "diagnosis": sorted(CATALOG)}})
 

@@ -70,13 +70,14 @@ def candidate_queues(app: Celery, consumed: set[str]) -> set[str]:
     return {n for n in names if n}
 
 
-def observe(app: Celery, limit: int | None = None) -> Observation:
-    """One look; ``limit``: stop waiting for inspect replies after that many."""
+def observe(app: Celery, wait_out: bool = False) -> Observation:
+    """One look; ``wait_out``: a confirming one, which waits for workers nobody expected
+    (``survey``)."""
     configured = candidate_queues(app, set())
     counting = frozenset(q.name for q in app.amqp.queues.values()
                          if counts_requeues(q.queue_arguments))
     outcomes = within_each(OBSERVE_TIMEOUT, {  # side by side, so both see the same moment
-        "inspect": lambda: survey(app, limit=limit),
+        "inspect": lambda: survey(app, wait_out=wait_out),
         "peek": lambda: peek(app, configured, skip=counting)})
     found, view = outcomes["inspect"], outcomes["peek"]
     if isinstance(view, BaseException):
@@ -131,14 +132,10 @@ class Holdings:
     def _take(self, count: int, pause: float) -> list[Observation]:
         with self._lock:
             while len(self._looks) < count:
-                workers = []
                 if self._looks:
                     time.sleep(pause)
-                    earlier = self._looks[-1]
-                    workers = earlier.survey.workers if isinstance(earlier, Observation) \
-                        and earlier.survey else []
                 try:
-                    self._looks.append(observe(self.app, limit=len(workers) or None))
+                    self._looks.append(observe(self.app, wait_out=bool(self._looks)))
                 except Exception as exc:  # every caller sees the same failure
                     self._looks.append(exc)
             looks = self._looks[:count]

@@ -36,6 +36,7 @@ from .redis_keys import SUFFIXES, RawChord, RawPart, read_chords, read_metas, sc
 from .results import read_states
 
 NAME = "redis_chords"
+STREAM = 5000  # chords read and modelled per step
 LOOK_BUDGET = 6.0  # seconds for the looks at workers and queues; the keys are read before
 
 
@@ -82,18 +83,23 @@ def _why(exc: BaseException) -> str:
 
 
 def read_keys(app: Celery, facts: ClusterFacts) -> list[Chord]:
-    """In-flight chords as their Redis keys alone show them."""
+    """In-flight chords as their Redis keys alone show them, modelled ``STREAM`` chords at a
+    time: the raw keys of one batch are dropped before the next is read, so memory holds
+    the models, not the keys."""
     backend = app.backend
     client = backend.client
-    ids = scan_group_ids(client, backend.group_keyprefix)
+    ids = sorted(scan_group_ids(client, backend.group_keyprefix))
     options = app.conf.get("result_backend_transport_options") or {}
     ordered = bool(options.get("result_chord_ordered", True))  # as RedisBackend._chord_zset
-    raws = read_chords(client, backend.group_keyprefix, ordered, sorted(ids))
-    raws = [raw for raw in raws if in_flight(raw)]
-    read_metas(client, backend.task_keyprefix, raws)
     expires = redis_chord_expires(backend)
     prefix = backend.group_keyprefix.decode(errors="replace")
-    return [to_chord(raw, expires, facts.now, prefix) for raw in raws]
+    chords: list[Chord] = []
+    for start in range(0, len(ids), STREAM):
+        raws = [raw for raw in read_chords(client, backend.group_keyprefix, ordered,
+                                           ids[start:start + STREAM]) if in_flight(raw)]
+        read_metas(client, backend.task_keyprefix, raws)
+        chords += [to_chord(raw, expires, facts.now, prefix) for raw in raws]
+    return chords
 
 
 def see_holdings(app: Celery, chords: list[Chord], looks: list[Observation],

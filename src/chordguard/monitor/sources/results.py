@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import LargeBinary, select, type_coerce
 
 from ..._compat import stored_result
 from ...model import utc_datetime
@@ -56,6 +55,8 @@ def read_states(app: Celery, task_ids: list[str]) -> tuple[dict[str, TaskState],
 
 
 def _read_table(backend: Any, ids: list[str]) -> dict[str, TaskState]:
+    from sqlalchemy import LargeBinary, select, type_coerce  # loaded by the backend already
+
     table = backend.task_cls.__table__
     columns = (table.c.task_id, table.c.status, table.c.date_done, table.c.traceback,
                type_coerce(table.c.result, LargeBinary).label("result"))  # raw: no PickleType

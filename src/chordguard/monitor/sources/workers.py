@@ -10,6 +10,7 @@ a chord, and each chord_unlock retry is a new run.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from celery.app.control import Control, flatten_reply
 
 from ..._timeouts import within_each
 from ...errors import UnreachableError
+from . import worker_roster
 
 INSPECT_TIMEOUT = 2.0
 COMMANDS = ("active", "reserved", "scheduled", "active_queues", "revoked")
@@ -47,7 +49,7 @@ class WorkerSurvey:
     consumed_queues: set[str]
     requests: list[HeldRequest] = field(default_factory=list)
     revoked: set[str] = field(default_factory=set)
-    failed: dict[str, str] = field(default_factory=dict)  # command -> why it got no answer
+    failed: dict[str, str] = field(default_factory=dict)  # command (or "workers") -> why
     counting_queues: set[str] = field(default_factory=set)  # quorum/stream: requeues count
 
     def holders(self) -> dict[str, list[HeldRequest]]:
@@ -58,14 +60,21 @@ class WorkerSurvey:
         return out
 
 
-def survey(app: Celery, timeout: float = INSPECT_TIMEOUT, limit: int | None = None,
+def survey(app: Celery, timeout: float = INSPECT_TIMEOUT, wait_out: bool = False,
            ) -> WorkerSurvey:
-    """Ask every worker of ``app`` (its control exchange) what it holds, at most ``timeout``
-    seconds after the last reply; ``limit`` stops waiting after that many replies.
+    """Ask every worker of ``app`` (its control exchange) what it holds.
 
-    Raises UnreachableError when no command could be broadcast at all.
+    Each command ends as soon as every expected worker (``worker_roster``: those that answered
+    recent look-ups) has replied; ``timeout`` seconds after the last reply bounds the wait
+    for stragglers, and is the whole wait when none is expected or with ``wait_out`` (a
+    confirming look: a worker nobody expected may hold something). A worker that answered some
+    commands but not all, or an expected one that answered none, makes the survey
+    incomplete (``failed["workers"]``). Raises UnreachableError when no command could be
+    broadcast at all.
     """
-    calls = {cmd: (lambda cmd=cmd: _broadcast(app, cmd, timeout, limit)) for cmd in COMMANDS}
+    expected = frozenset(worker_roster.expected(app))
+    stop_when = frozenset() if wait_out else expected
+    calls = {cmd: (lambda cmd=cmd: _broadcast(app, cmd, timeout, stop_when)) for cmd in COMMANDS}
     outcomes = within_each(timeout * 2 + 3, calls)
     replies: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
@@ -77,15 +86,44 @@ def survey(app: Celery, timeout: float = INSPECT_TIMEOUT, limit: int | None = No
     if not replies:
         raise UnreachableError("no inspect command could be broadcast: "
                                + "; ".join(f"{k}: {v}" for k, v in failed.items()))
-    return parse(replies, failed)
+    found = parse(replies, failed)
+    worker_roster.remember(app, found.workers)
+    if silent := unanswered(expected, replies):
+        found.failed["workers"] = "no reply from " + ", ".join(
+            f"{host} ({', '.join(cmds)})" for host, cmds in sorted(silent.items()))
+    return found
 
 
-def _broadcast(app: Celery, command: str, timeout: float, limit: int | None,
+def unanswered(expected: frozenset[str], replies: dict[str, dict[str, Any]],
+               ) -> dict[str, list[str]]:
+    """Worker -> the commands it did not answer, of every worker expected or heard from."""
+    hosts = expected.union(*replies.values())
+    return {host: missing for host in hosts
+            if (missing := [cmd for cmd, by_host in replies.items() if host not in by_host])}
+
+
+class _EveryoneAnswered(Exception):
+    """Raised from the reply callback to stop waiting: kombu stops only on a count."""
+
+
+def _broadcast(app: Celery, command: str, timeout: float, stop_when: frozenset[str],
                ) -> dict[str, Any]:
+    """The replies to one command, until every worker of ``stop_when`` has replied (or
+    ``timeout`` after the last reply)."""
     control = Control(app)
     control.mailbox.accept = ["json"]
-    return flatten_reply(control.broadcast(command, reply=True, timeout=timeout, limit=limit)
-                         or [])
+    replies: list[dict[str, Any]] = []
+
+    def heard(reply: dict[str, Any]) -> None:
+        replies.append(reply)
+        if stop_when and stop_when.issubset(set().union(*replies)):
+            raise _EveryoneAnswered
+
+    # its own connection, closed after: never a pooled one left mid-read
+    with app.connection_for_write() as connection, contextlib.suppress(_EveryoneAnswered):
+        control.broadcast(command, reply=True, timeout=timeout, callback=heard,
+                          connection=connection)
+    return flatten_reply(replies)
 
 
 def parse(replies: dict[str, dict[str, Any]], failed: dict[str, str]) -> WorkerSurvey:
