@@ -1,7 +1,9 @@
 """durable_chord against Celery's own chords: fan-in latency, throughput, store round trips.
 
     python bench/durable_fanin.py [--latency-chords 30] [--chords 40] [--headers 25]
-                                  [--rounds 3]
+                                  [--rounds 3] [--store-port PORT]
+
+The broker (and the trace lists) is ``CG_TEST_REDIS`` (default the shared 6379).
 
 Four real clusters run side by side, each with one ``celery worker -P threads -c 4`` on the
 Redis broker, all alive for the whole run so every mode sees the same machine load:
@@ -64,8 +66,8 @@ def free_port() -> int:
 class PrivateRedis:
     """A throwaway redis-server, and a MONITOR that counts client commands by name."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
+    def __init__(self, tmp: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no",
              "--dir", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -215,9 +217,12 @@ def main() -> None:
     parser.add_argument("--chords", type=int, default=40)
     parser.add_argument("--headers", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--store-port", type=int, help="port of the private Redis store "
+                        "(default: a free one)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cgbench-"))
-    private_redis, store_db, backend_db = PrivateRedis(tmp), PrivateDatabase(), PrivateDatabase()
+    private_redis = PrivateRedis(tmp, args.store_port)
+    store_db, backend_db = PrivateDatabase(), PrivateDatabase()
     bench = None
     try:
         bench = Bench(tmp, private_redis, store_db, backend_db)
