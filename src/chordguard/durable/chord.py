@@ -57,16 +57,14 @@ def durable_chord(header: Iterable[Signature] | group, callback: Signature,
     stall = float(stall_timeout or app.conf.get("chordguard_stall_timeout") or DEFAULT_STALL)
     callback = callback.clone()
     callback.freeze()
-    parts = [sig.clone() for sig in parts]
-    for sig in parts:
-        sig.freeze()
+    header_ids = [sig.id or uuid.uuid4().hex for sig in parts]  # no copies: ids only
     barrier = Barrier(
         id=uuid.uuid4().hex, app=app.main or "", state=BarrierState.WAITING, policy=policy,
         total=len(parts), remaining=len(parts), callback=dict(callback),
         callback_id=callback.id, created_at=now, updated_at=now, deadline_at=deadline_at,
         stall_seconds=stall, by_reference=len(parts) > BY_REFERENCE_ABOVE
         if by_reference is None else by_reference, store=store,
-        header_ids=[sig.id for sig in parts])
+        header_ids=header_ids)
     if not parts:
         barrier.state, barrier.claim_token = BarrierState.DISPATCHING, uuid.uuid4().hex
         barrier.claimed_at = now
@@ -81,11 +79,11 @@ def durable_chord(header: Iterable[Signature] | group, callback: Signature,
 def _publish(app: Celery, barrier: Barrier, parts: list[Signature]) -> None:
     try:
         with app.producer_or_acquire() as producer:
-            for index, sig in enumerate(parts):
+            for index, (sig, task_id) in enumerate(zip(parts, barrier.header_ids, strict=True)):
                 headers = dict(sig.options.get("headers") or {})
                 headers[HEADER_KEY] = {"b": barrier.id, "i": index, "a": barrier.app,
                                        "s": barrier.store, "d": barrier.deadline_at}
-                sig.apply_async(producer=producer, headers=headers)
+                sig.apply_async(producer=producer, headers=headers, task_id=task_id)
     except Exception as exc:
         fail_durable_chord(app, barrier.id, f"publishing the header failed: {exc}",
                            store=barrier.store)
