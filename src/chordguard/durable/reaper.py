@@ -9,9 +9,9 @@ The reaper keeps its sight of the store in the store (``reaper-sight:<app>``: si
 has seen the store without a gap, when it last did). After a gap longer than the lease — an
 outage, or passes that failed because the store was unreachable — it only watches for
 ``chordguard_outage_settle`` seconds, so the completions workers held through the outage land
-first; and a stall is counted from the end of the gap, never across it. A gap is no outage
-when the reaper that takes the lease over reached the store on each of its own passes across
-it (the previous holder died): it judges at once.
+first; and a stall is counted from the end of the gap, never across it. Only a gap no reaper
+saw across counts: one taking the lease over from a holder that died, having reached the store
+on each of its own passes meanwhile (its reach kept in this process), judges at once.
 """
 
 from __future__ import annotations
@@ -124,13 +124,13 @@ def _look(app: Celery, barriers: Store, now: float, lease: float, was_blind: boo
           reached_since: float, record: bool) -> Sight:
     """The reaper's sight of the store (see the module docstring), updated when ``record``
     (a one-off pass neither settles nor vouches for a continuous sight). A gap in the record
-    that this reaper's own passes spanned (``reached_since`` before it) was a handover."""
+    that this reaper's own passes spanned (from ``reached_since`` on) was a handover."""
     name = f"reaper-sight:{app.main}"
     held = barriers.lease_holder(name)
     sight = Sight.decode(held)
     if sight is None:  # never looked (or a day ago): nothing known to have been missed
         sight = Sight(since=now, last=now)
-    elif was_blind or now - sight.last > lease and reached_since > sight.last:
+    elif was_blind or reached_since - sight.last > lease:  # out of every reaper's sight
         sight = Sight(since=now, last=now, settle_until=now + outage_settle(app))
     sight.last = now
     if record:
