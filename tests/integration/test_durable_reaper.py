@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+
+import pytest
 
 from chordguard.durable import durable_chord, reap, register_beat_task
 from chordguard.durable.reaper import BEAT_HOLDER, BEAT_TASK
 from chordguard.errors import DurableChordFailed
+from chordguard.store import open_store
 from tests.cluster import PG_URL, REDIS_URL, chordguard_cli, wait_for
 from tests.durable_helpers import Trace
 
@@ -86,3 +90,43 @@ def test_a_guarded_worker_reaps_durable_chords_by_itself(make_cluster, tmp_path)
     wait_for(lambda: handle.state == "failed", timeout=20,
              what="the guard's reaper thread to fail the overdue durable chord")
     assert "deadline" in handle.barrier().reason
+
+
+def test_a_reaper_lease_taken_over_from_a_killed_worker_fails_chords_by_their_deadline(
+        make_cluster):
+    # the worker holding the reaper's lease is SIGKILLed with header parts in hand; the other
+    # takes the lease over (10 s) and, having reached the store all along, judges at once:
+    # a handover is no store outage (no chordguard_outage_settle wait)
+    guard = {"store": REDIS_URL, "reaper_interval": 1}
+    cluster = make_cluster(REDIS_URL, None, {**conf(REDIS_URL), "guard": guard,
+                                             "chordguard_outage_settle": 30})
+    app, parts = cluster.app, f"parts-{cluster.namespace}"
+    doomed = cluster.start_worker(queues=[parts])
+    store = open_store(REDIS_URL)
+    holder = lambda: store.lease_holder(f"reaper:{app.main}") or ""  # noqa: E731
+    wait_for(lambda: f":{doomed.process.pid}:" in holder(), what="the doomed worker's lease")
+    cluster.start_worker()  # callbacks and errbacks; it stands by for the lease
+    errors = Trace()
+    handles = []
+    for _ in range(3):
+        callback = app.signature("t.record", kwargs={"key": errors.key})
+        callback.link_error(app.signature("t.note", kwargs={"key": errors.key}))
+        header = [app.signature("t.sleep", (60, i)).set(queue=parts) for i in range(2)]
+        handles.append(durable_chord(header, callback, deadline=14))
+    wait_for(lambda: doomed.output().count("t.sleep[") >= 6, what="the parts received")
+    doomed.kill()
+
+    wait_for(lambda: all(h.state == "failed" for h in handles), timeout=30,
+             what="the overdue chords failed")
+    assert f":{doomed.process.pid}:" not in holder()
+    for handle in handles:
+        late = re.fullmatch(r"deadline passed while waiting \((\d+) s ago\)",
+                            handle.barrier().reason)
+        assert late and int(late[1]) <= 3, handle.barrier().reason  # not 30 s of settle
+        with pytest.raises(DurableChordFailed):
+            handle.get(timeout=1)
+    wait_for(lambda: sorted(errors.entries()) == sorted(h.callback_id for h in handles),
+             what="each errback once")
+    letters = {letter.chord_id for letter in store.dead_letters(limit=100_000)}
+    assert {h.id for h in handles} <= letters
+    errors.close()

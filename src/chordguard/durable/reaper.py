@@ -9,7 +9,9 @@ The reaper keeps its sight of the store in the store (``reaper-sight:<app>``: si
 has seen the store without a gap, when it last did). After a gap longer than the lease — an
 outage, or passes that failed because the store was unreachable — it only watches for
 ``chordguard_outage_settle`` seconds, so the completions workers held through the outage land
-first; and a stall is counted from the end of the gap, never across it.
+first; and a stall is counted from the end of the gap, never across it. Only a gap no reaper
+saw across counts: one taking the lease over from a holder that died, having reached the store
+on each of its own passes meanwhile (its reach kept in this process), judges at once.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Sight:
 
 
 _blind: set[str] = set()  # holders whose last pass could not read the store
+_reached: dict[str, Sight] = {}  # holder -> its own passes' unbroken reach of the store
 
 
 def reap(app: Celery, store: str | None = None, holder: str | None = None,
@@ -79,14 +82,16 @@ def reap(app: Celery, store: str | None = None, holder: str | None = None,
     """
     barriers = open_store(store_url(app, store))
     grace = claim_grace(app.conf)
+    looping = keep_lease and holder is not None  # its passes' reach is worth keeping
     name, holder = f"reaper:{app.main}", holder or new_holder()
     try:
         now = barriers.clock() if now is None else now
-        if not barriers.swap_lease(name, (None, holder), holder, lease):  # take or renew
+        locked = barriers.swap_lease(name, (None, holder), holder, lease)  # take or renew
+        was_blind, reached_since = holder in _blind, _reach(holder, now, lease, looping)
+        if not locked:
             return ReapReport(locked=False)
         try:
-            sight = _look(app, barriers, now, lease, holder in _blind, keep_lease)
-            _blind.discard(holder)
+            sight = _look(app, barriers, now, lease, was_blind, reached_since, keep_lease)
             if keep_lease and now < sight.settle_until:
                 return ReapReport(settling=True)
             report = _pass(app, barriers, now, grace, sight.since)
@@ -96,21 +101,36 @@ def reap(app: Celery, store: str | None = None, holder: str | None = None,
             if not keep_lease:
                 barriers.swap_lease(name, holder, None, 0)  # release
     except Exception as exc:
-        if unreachable(exc) and keep_lease:
+        if unreachable(exc) and looping:
             _blind.add(holder)
+            _reached.pop(holder, None)
         raise
 
 
+def _reach(holder: str, now: float, lease: float, looping: bool) -> float:
+    """Since when ``holder``'s own passes (in this process) reached the store without a gap
+    longer than ``lease`` or a failed pass; ``now`` for a one-off pass."""
+    _blind.discard(holder)
+    if not looping:
+        return now
+    reached = _reached.get(holder)
+    if reached is None or now - reached.last > lease:
+        reached = _reached[holder] = Sight(since=now, last=now)
+    reached.last = now
+    return reached.since
+
+
 def _look(app: Celery, barriers: Store, now: float, lease: float, was_blind: bool,
-          record: bool) -> Sight:
+          reached_since: float, record: bool) -> Sight:
     """The reaper's sight of the store (see the module docstring), updated when ``record``
-    (a one-off pass neither settles nor vouches for a continuous sight)."""
+    (a one-off pass neither settles nor vouches for a continuous sight). A gap in the record
+    that this reaper's own passes spanned (from ``reached_since`` on) was a handover."""
     name = f"reaper-sight:{app.main}"
     held = barriers.lease_holder(name)
     sight = Sight.decode(held)
     if sight is None:  # never looked (or a day ago): nothing known to have been missed
         sight = Sight(since=now, last=now)
-    elif was_blind or now - sight.last > lease:
+    elif was_blind or reached_since - sight.last > lease:  # out of every reaper's sight
         sight = Sight(since=now, last=now, settle_until=now + outage_settle(app))
     sight.last = now
     if record:
