@@ -15,13 +15,13 @@ from celery import Celery, shared_task
 from celery.exceptions import Ignore, Retry
 
 from ..errors import CircuitOpenError
-from ..model import STAMP
+from ..model import READY_STATES, STAMP
 from ..store.clock import store_now
 from ..store.outage import until_written
 from ..store.records import SUCCEEDED
 from . import breaker, envelopes
 from .ending import ENDED_HOLDER, RUN_CLAIM, dead_letter, ensure_record
-from .journal import HANDLED
+from .journal import HANDLED, STORED_SUCCESS
 from .state import Guard, guard_of
 
 logger = logging.getLogger(__name__)
@@ -137,8 +137,9 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
     """A chord callback task: ``fn(successes, failures, *args, **kwargs)``.
 
     Inputs are normalised by ``split_results`` (validated against ``schema``). In a guarded
-    app the body runs at most once per chord (a second delivery is ignored, a redelivery of
-    a run that never finished is dead-lettered), does not run while the callback's circuit
+    app the body runs at most once per chord (a second delivery is dropped, never touching
+    the stored outcome; a redelivery of a run that never ended is dead-lettered once the
+    chord's deadline has passed), does not run while the callback's circuit
     breaker is open (the chord is dead-lettered), and if it raises the chord is dead-lettered
     with its inputs and traceback and ends failed — the exception is recorded, never retried.
     """
@@ -171,11 +172,12 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
                                 fail_callback=False, replay_of=stamp.get("replay"))
                     breaker.record(guard, self.name, succeeded=False)
                 raise
-            if guard is not None and sole and not stamp.get("replay"):
-                _must_land(guard, stamp, lambda: guard.store.finish_chord(
-                    chord_id, SUCCEEDED, "callback succeeded"), f"the end of chord {chord_id}")
-                _must_land(guard, stamp, lambda: breaker.record(guard, self.name, succeeded=True),
-                           f"the breaker of {self.name}")
+            if guard is not None and sole:
+                # the end follows what Celery stores: SUCCESS (task_postrun), or a result it
+                # cannot encode, failed by Celery and dead-lettered by the journal
+                setattr(self.request, HANDLED, False)
+                setattr(self.request, STORED_SUCCESS, (lambda: None) if stamp.get("replay")
+                        else lambda: _succeeded(guard, stamp, chord_id, self.name))
             return value
 
         run.chordguard_run_once = True  # doctor reads the mark
@@ -183,6 +185,13 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
                                      f"{func.__module__}.{func.__name__}", **options})(run)
 
     return decorate(fn) if fn is not None else decorate
+
+
+def _succeeded(guard: Guard, stamp: dict, chord_id: str, name: str) -> None:
+    _must_land(guard, stamp, lambda: guard.store.finish_chord(
+        chord_id, SUCCEEDED, "callback succeeded"), f"the end of chord {chord_id}")
+    _must_land(guard, stamp, lambda: breaker.record(guard, name, succeeded=True),
+               f"the breaker of {name}")
 
 
 def _must_land(guard: Guard, stamp: dict, call: Callable[[], T], what: str,
@@ -201,13 +210,16 @@ def _enter_once(task: Any, guard: Guard, chord_id: str, results: Any, stamp: dic
                         f"the run-once claim of chord {chord_id}",
                         again=lambda: _unless_mine(guard.store.claim(key, me), me))
     if holder is not None:
-        if holder == task.request.id:  # our own earlier delivery started and never finished
+        if holder == me and not _ended(guard, chord_id, me) and _past_deadline(guard, stamp):
+            # our own earlier delivery started, never ended, and its time is up: it crashed
             guard.store.count(chord_id, "callback_duplicates")
             record = ensure_record(guard, chord_id, None)
             dead_letter(guard, record, "callback_failed: a delivery of this callback started "
                         "and never finished (worker lost?); not run again", results,
                         fail_callback=False)
             raise CircuitOpenError(f"chord {chord_id}: callback not run twice")
+        # a duplicate: of a run that ended, or one that may still be running (the reaper
+        # ends its chord at the deadline if it never does); its stored result is left as is
         logger.warning("chordguard: chord %s callback already claimed by %s; ignored",
                        chord_id, holder)
         if not holder.startswith(ENDED_HOLDER):  # not a chord already ended by the guard
@@ -220,6 +232,20 @@ def _enter_once(task: Any, guard: Guard, chord_id: str, results: Any, stamp: dic
                     fail_callback=False)
         raise CircuitOpenError(f"circuit breaker open for {task.name}: chord {chord_id} "
                                "dead-lettered")
+
+
+def _ended(guard: Guard, chord_id: str, task_id: str) -> bool:
+    """Has the chord ended, or its callback stored an outcome?"""
+    record = guard.store.chord(chord_id)
+    if record is not None and not record.open:
+        return True
+    return guard.app.AsyncResult(task_id).state in READY_STATES
+
+
+def _past_deadline(guard: Guard, stamp: dict) -> bool:
+    """Is the chord's deadline (the lease of a claimed run) over, on the store's clock?"""
+    deadline = stamp.get("deadline")
+    return deadline is None or store_now(guard.store) >= float(deadline)
 
 
 def _unless_mine(holder: str | None, me: str) -> str | None:
