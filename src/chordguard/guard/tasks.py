@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from celery import Celery, shared_task
 from celery.exceptions import Ignore, Retry
 
+from ..durable.hook import callback_deadline, callback_ended
 from ..errors import CircuitOpenError
 from ..model import READY_STATES, STAMP
 from ..store.clock import store_now
@@ -210,7 +211,8 @@ def _enter_once(task: Any, guard: Guard, chord_id: str, results: Any, stamp: dic
                         f"the run-once claim of chord {chord_id}",
                         again=lambda: _unless_mine(guard.store.claim(key, me), me))
     if holder is not None:
-        if holder == me and not _ended(guard, chord_id, me) and _past_deadline(guard, stamp):
+        if holder == me and not _ended(guard, chord_id, task) \
+                and _past_deadline(guard, task, stamp):
             # our own earlier delivery started, never ended, and its time is up: it crashed
             guard.store.count(chord_id, "callback_duplicates")
             record = ensure_record(guard, chord_id, None)
@@ -234,17 +236,20 @@ def _enter_once(task: Any, guard: Guard, chord_id: str, results: Any, stamp: dic
                                "dead-lettered")
 
 
-def _ended(guard: Guard, chord_id: str, task_id: str) -> bool:
+def _ended(guard: Guard, chord_id: str, task: Any) -> bool:
     """Has the chord ended, or its callback stored an outcome?"""
     record = guard.store.chord(chord_id)
-    if record is not None and not record.open:
+    if (record is not None and not record.open) or callback_ended(task.app, task.request):
         return True
-    return guard.app.AsyncResult(task_id).state in READY_STATES
+    try:
+        return task.app.AsyncResult(task.request.id).state in READY_STATES
+    except Exception:  # no result backend (a durable chord's app)
+        return False
 
 
-def _past_deadline(guard: Guard, stamp: dict) -> bool:
+def _past_deadline(guard: Guard, task: Any, stamp: dict) -> bool:
     """Is the chord's deadline (the lease of a claimed run) over, on the store's clock?"""
-    deadline = stamp.get("deadline")
+    deadline = stamp.get("deadline") or callback_deadline(task.request)
     return deadline is None or store_now(guard.store) >= float(deadline)
 
 
