@@ -167,12 +167,6 @@ def callback_ended(app: Celery, request: Any) -> bool:
     return barrier is not None and barrier.state in FINAL
 
 
-def callback_deadline(request: Any) -> float | None:
-    """The deadline (store clock) of the durable chord whose callback ``request`` runs."""
-    meta = getattr(request, CALLBACK_KEY, None)
-    return float(meta["d"]) if meta and meta.get("d") else None
-
-
 def _on_prerun(sender=None, task=None, args=None, **_: Any) -> None:
     meta = getattr(task.request, CALLBACK_KEY, None)
     if not meta or not isinstance(args, list) or not args:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from celery import Celery, shared_task
 from celery.exceptions import Ignore, Retry
 
-from ..durable.hook import callback_deadline, callback_ended
+from ..durable.hook import callback_ended
 from ..errors import CircuitOpenError
 from ..model import READY_STATES, STAMP
 from ..store.clock import store_now
@@ -23,6 +23,7 @@ from ..store.records import SUCCEEDED
 from . import breaker, envelopes
 from .ending import ENDED_HOLDER, RUN_CLAIM, dead_letter, ensure_record
 from .journal import HANDLED, STORED_SUCCESS
+from .liveness import Heartbeat
 from .state import Guard, guard_of
 
 logger = logging.getLogger(__name__)
@@ -139,8 +140,8 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
 
     Inputs are normalised by ``split_results`` (validated against ``schema``). In a guarded
     app the body runs at most once per chord (a second delivery is dropped, never touching
-    the stored outcome; a redelivery of a run that never ended is dead-lettered once the
-    chord's deadline has passed), does not run while the callback's circuit
+    the stored outcome; a redelivery of a run that crashed — its liveness lease lapsed, no
+    end recorded — is dead-lettered), does not run while the callback's circuit
     breaker is open (the chord is dead-lettered), and if it raises the chord is dead-lettered
     with its inputs and traceback and ends failed — the exception is recorded, never retried.
     """
@@ -154,11 +155,11 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
             # guarded chord) runs once by its own id and leaves the chord's end to the journal
             sole = stamp.get("callback") == self.request.id and "body" not in stamp
             chord_id = stamp.get("chord") if sole else self.request.id
-            if guard is not None:
-                if sole:
-                    setattr(self.request, HANDLED, True)
-                if not stamp.get("replay"):
-                    _enter_once(self, guard, chord_id, results, stamp)
+            if guard is not None and sole:
+                setattr(self.request, HANDLED, True)
+            beat = None
+            if guard is not None and not stamp.get("replay"):
+                beat = _enter_once(self, guard, chord_id, results, stamp)
             successes, failures = split_results(results, self.app, schema)
             try:
                 value = func(successes, failures, *args, **kwargs)
@@ -173,6 +174,9 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
                                 fail_callback=False, replay_of=stamp.get("replay"))
                     breaker.record(guard, self.name, succeeded=False)
                 raise
+            finally:
+                if beat is not None:
+                    beat.stop()
             if guard is not None and sole:
                 # the end follows what Celery stores: SUCCESS (task_postrun), or a result it
                 # cannot encode, failed by Celery and dead-lettered by the journal
@@ -203,25 +207,42 @@ def _must_land(guard: Guard, stamp: dict, call: Callable[[], T], what: str,
     return until_written(call, until, lambda: store_now(guard.store), what, again)
 
 
-def _enter_once(task: Any, guard: Guard, chord_id: str, results: Any, stamp: dict) -> None:
-    """Take the chord's run-once claim and pass its breaker, or stop here. A claim retried
-    after an outage that finds this delivery's own id took it then (the reply was lost)."""
+def _enter_once(task: Any, guard: Guard, chord_id: str, results: Any,
+                stamp: dict) -> Heartbeat:
+    """Take the chord's liveness lease and run-once claim and pass its breaker, or stop here;
+    the heartbeat keeps the lease while the body runs. A claim retried after an outage that
+    finds this delivery's own id took it then (the reply was lost)."""
     key, me = RUN_CLAIM + chord_id, task.request.id
+    beat = Heartbeat(guard.store, chord_id)
+    if not _must_land(guard, stamp, beat.take, f"the liveness lease of chord {chord_id}",
+                      again=beat.retake):
+        logger.warning("chordguard: chord %s callback is running elsewhere; ignored", chord_id)
+        guard.store.count(chord_id, "callback_duplicates")
+        raise Ignore()
+    beat.start()
+    try:
+        _claim(task, guard, chord_id, results, stamp, key, me)
+    except BaseException:
+        beat.stop()
+        raise
+    return beat
+
+
+def _claim(task: Any, guard: Guard, chord_id: str, results: Any, stamp: dict, key: str,
+           me: str) -> None:
     holder = _must_land(guard, stamp, lambda: guard.store.claim(key, me),
                         f"the run-once claim of chord {chord_id}",
                         again=lambda: _unless_mine(guard.store.claim(key, me), me))
     if holder is not None:
-        if holder == me and not _ended(guard, chord_id, task) \
-                and _past_deadline(guard, task, stamp):
-            # our own earlier delivery started, never ended, and its time is up: it crashed
+        if holder == me and not _ended(guard, chord_id, task):
+            # our own earlier delivery started, its lease lapsed and it never ended: a crash
             guard.store.count(chord_id, "callback_duplicates")
             record = ensure_record(guard, chord_id, None)
             dead_letter(guard, record, "callback_failed: a delivery of this callback started "
                         "and never finished (worker lost?); not run again", results,
                         fail_callback=False)
             raise CircuitOpenError(f"chord {chord_id}: callback not run twice")
-        # a duplicate: of a run that ended, or one that may still be running (the reaper
-        # ends its chord at the deadline if it never does); its stored result is left as is
+        # a duplicate of a run that ended: its stored result is left as it is
         logger.warning("chordguard: chord %s callback already claimed by %s; ignored",
                        chord_id, holder)
         if not holder.startswith(ENDED_HOLDER):  # not a chord already ended by the guard
@@ -245,12 +266,6 @@ def _ended(guard: Guard, chord_id: str, task: Any) -> bool:
         return task.app.AsyncResult(task.request.id).state in READY_STATES
     except Exception:  # no result backend (a durable chord's app)
         return False
-
-
-def _past_deadline(guard: Guard, task: Any, stamp: dict) -> bool:
-    """Is the chord's deadline (the lease of a claimed run) over, on the store's clock?"""
-    deadline = stamp.get("deadline") or callback_deadline(task.request)
-    return deadline is None or store_now(guard.store) >= float(deadline)
 
 
 def _unless_mine(holder: str | None, me: str) -> str | None:
