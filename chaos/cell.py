@@ -230,7 +230,7 @@ def tally(run: Run) -> Tally:
         runs = sum(e["e"] == "run" for e in mine)
         ok = [e["at"] for e in mine if e["e"] == "ok"]
         errbacks = [e["at"] for e in mine if e["e"] == "errback"]
-        marked = any(e["e"] in ("fail", "marked") for e in mine) or _failure_marked(run, started)
+        marked = any(e["e"] == "fail" for e in mine) or _failure_marked(run, started)
         lettered = started.chord_id in letters or not run.kind.guarded
         result.dup += max(0, runs - 1)
         if ok:

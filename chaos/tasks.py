@@ -49,8 +49,6 @@ def register(app: Celery, options: dict[str, Any]) -> None:
     @app.task(shared=False, name="chaos.errback")
     def errback(task_id: Any = None, *, n: int) -> None:
         event(key, "errback", n)
-        if _failed_now(app, task_id):  # seen now: a short result_expires forgets it early
-            event(key, "marked", n)
 
     def on_success(sender=None, **_: Any) -> None:
         if sender is not None and sender.name in CALLBACKS and sender.app is app:
@@ -67,14 +65,6 @@ def register(app: Celery, options: dict[str, Any]) -> None:
     if options.get("clock_offset"):
         offset = float(options["clock_offset"])
         time.time = lambda: REAL_TIME() + offset
-
-
-def _failed_now(app: Celery, task_id: Any) -> bool:
-    """Does the result backend hold FAILURE for ``task_id`` (no backend: no)?"""
-    try:
-        return isinstance(task_id, str) and app.AsyncResult(task_id).state == "FAILURE"
-    except Exception:
-        return False
 
 
 def _body(key: str, n: int, mode: str, results: list, failures: list | None = None) -> Any:
