@@ -66,3 +66,16 @@ def test_proxy_adds_delay_and_resets_connections(servers):
         client.close()
     finally:
         proxy.close()
+
+
+def test_guarded_callback_delivered_twice_runs_once_and_keeps_its_success(servers):
+    # the second delivery of an ended callback is dropped: no dead letter, no errback
+    for kind in ("redis+guard", "durable:redis"):
+        tally = cell(servers, "dup-callback", kind, chords=2)
+        assert (tally.once, tally.failed, tally.lost, tally.dup, tally.both) == (2, 0, 0, 0, 0)
+
+
+def test_guarded_callback_whose_result_cannot_be_stored_ends_failed_with_errbacks(servers):
+    tally = cell(servers, "callback-unjsonable", "redis+guard")
+    # Celery stores FAILURE (EncodeError): the journal follows it — dead letter, errbacks
+    assert (tally.failed, tally.once, tally.lost, tally.both) == (3, 0, 0, 0)

@@ -20,7 +20,7 @@ from chordguard.config import apply_store_timeouts
 from chordguard.durable import durable_chord, reap, reap_forever
 from chordguard.store import open_store
 from chordguard.store.timeouts import configure, from_environment
-from tests.cluster import REDIS_URL, wait_for
+from tests.cluster import PG_BACKEND, REDIS_URL, wait_for
 from tests.durable_helpers import Trace
 from tests.private_servers import private_postgres, private_redis
 
@@ -136,3 +136,13 @@ def test_deadlines_and_stalls_are_judged_on_the_store_clock(make_cluster, trace,
     monkeypatch.undo()
     handle.get(timeout=30)
     assert trace.entries() == [[0, 1]]
+
+
+def test_a_guarded_unlock_chord_is_judged_on_the_store_clock_not_a_fast_worker(make_cluster):
+    guard = {"store": REDIS_URL, "deadline": 20, "unlock_max_interval": 1}
+    cluster = make_cluster(REDIS_URL, PG_BACKEND, {"guard": guard})
+    cluster.start_worker(conf={"cg_clock_offset": 30})  # its clock reads past the deadline
+    app = cluster.app
+    result = chord([app.signature("t.sleep", (2, 1)), app.signature("t.echo", (2,))])(
+        app.signature("t.tsum"))
+    assert result.get(timeout=30) == 3  # not failed at the first poll

@@ -26,7 +26,7 @@ from ..config import apply_store_timeouts, store_url
 from ..store import Store, open_store
 from ..store.clock import store_now
 from ..store.outage import until_written
-from ..store.records import BarrierState, Completion, Outcome, Policy
+from ..store.records import FINAL, BarrierState, Completion, Outcome, Policy
 from .barrier import MAX_OUTCOME_BYTES, claim_grace, failed, succeeded
 from .deadletter import dead_letter
 from .dispatch import CALLBACK_KEY, HEADER_KEY, dispatch, fail_chord
@@ -156,6 +156,15 @@ def _finish_callback(app: Celery, meta: dict[str, Any], state: str, retval: Any,
         barrier = store.barrier(meta["b"])
         if barrier is not None:
             dead_letter(app, barrier, reason, inputs, error=repr(retval))
+
+
+def callback_ended(app: Celery, request: Any) -> bool:
+    """Is ``request`` a durable chord's callback whose barrier has ended?"""
+    meta = getattr(request, CALLBACK_KEY, None)
+    if not meta:
+        return False
+    barrier = _store(app, meta).barrier(meta["b"])
+    return barrier is not None and barrier.state in FINAL
 
 
 def _on_prerun(sender=None, task=None, args=None, **_: Any) -> None:

@@ -32,6 +32,7 @@ from .state import Guard, guard_of
 logger = logging.getLogger(__name__)
 DEADLINE_OPTION = "chordguard_deadline"
 HANDLED = "_chordguard_handled"  # set on a request whose end chord_callback already recorded
+STORED_SUCCESS = "_chordguard_on_success"  # chord_callback's end, once SUCCESS is stored
 WRAPPED = "_chordguard_journaled"  # set on a backend whose apply_chord journals
 
 
@@ -144,6 +145,10 @@ def connect_signals(app: Celery) -> None:
                                            time.time()))
         if state != "SUCCESS":
             return
+        stored_success = getattr(request, STORED_SUCCESS, None)
+        if stored_success is not None:
+            _end_with(stored_success, task_id)
+            return
         for stamp in _stamps(request, task_id):
             if "body" not in stamp:
                 _callback_succeeded(app, stamp, task.name)
@@ -159,6 +164,13 @@ def connect_signals(app: Celery) -> None:
 
     signals.task_postrun.connect(on_postrun, weak=False)
     signals.task_failure.connect(on_failure, weak=False)
+
+
+def _end_with(record_end: Any, task_id: str | None) -> None:
+    try:
+        record_end()
+    except Exception:
+        logger.exception("chordguard: could not journal the end of callback %s", task_id)
 
 
 def _stamps(request: Any, task_id: str | None) -> list[dict]:

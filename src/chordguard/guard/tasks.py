@@ -14,14 +14,16 @@ from typing import Any, TypeVar
 from celery import Celery, shared_task
 from celery.exceptions import Ignore, Retry
 
+from ..durable.hook import callback_ended
 from ..errors import CircuitOpenError
-from ..model import STAMP
+from ..model import READY_STATES, STAMP
 from ..store.clock import store_now
 from ..store.outage import until_written
 from ..store.records import SUCCEEDED
 from . import breaker, envelopes
 from .ending import ENDED_HOLDER, RUN_CLAIM, dead_letter, ensure_record
-from .journal import HANDLED
+from .journal import HANDLED, STORED_SUCCESS
+from .liveness import Heartbeat
 from .state import Guard, guard_of
 
 logger = logging.getLogger(__name__)
@@ -137,8 +139,9 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
     """A chord callback task: ``fn(successes, failures, *args, **kwargs)``.
 
     Inputs are normalised by ``split_results`` (validated against ``schema``). In a guarded
-    app the body runs at most once per chord (a second delivery is ignored, a redelivery of
-    a run that never finished is dead-lettered), does not run while the callback's circuit
+    app the body runs at most once per chord (a second delivery is dropped, never touching
+    the stored outcome; a redelivery of a run that crashed — its liveness lease lapsed, no
+    end recorded — is dead-lettered), does not run while the callback's circuit
     breaker is open (the chord is dead-lettered), and if it raises the chord is dead-lettered
     with its inputs and traceback and ends failed — the exception is recorded, never retried.
     """
@@ -152,11 +155,11 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
             # guarded chord) runs once by its own id and leaves the chord's end to the journal
             sole = stamp.get("callback") == self.request.id and "body" not in stamp
             chord_id = stamp.get("chord") if sole else self.request.id
-            if guard is not None:
-                if sole:
-                    setattr(self.request, HANDLED, True)
-                if not stamp.get("replay"):
-                    _enter_once(self, guard, chord_id, results, stamp)
+            if guard is not None and sole:
+                setattr(self.request, HANDLED, True)
+            beat = None
+            if guard is not None and not stamp.get("replay"):
+                beat = _enter_once(self, guard, chord_id, results, stamp)
             successes, failures = split_results(results, self.app, schema)
             try:
                 value = func(successes, failures, *args, **kwargs)
@@ -171,11 +174,15 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
                                 fail_callback=False, replay_of=stamp.get("replay"))
                     breaker.record(guard, self.name, succeeded=False)
                 raise
-            if guard is not None and sole and not stamp.get("replay"):
-                _must_land(guard, stamp, lambda: guard.store.finish_chord(
-                    chord_id, SUCCEEDED, "callback succeeded"), f"the end of chord {chord_id}")
-                _must_land(guard, stamp, lambda: breaker.record(guard, self.name, succeeded=True),
-                           f"the breaker of {self.name}")
+            finally:
+                if beat is not None:
+                    beat.stop()
+            if guard is not None and sole:
+                # the end follows what Celery stores: SUCCESS (task_postrun), or a result it
+                # cannot encode, failed by Celery and dead-lettered by the journal
+                setattr(self.request, HANDLED, False)
+                setattr(self.request, STORED_SUCCESS, (lambda: None) if stamp.get("replay")
+                        else lambda: _succeeded(guard, stamp, chord_id, self.name))
             return value
 
         run.chordguard_run_once = True  # doctor reads the mark
@@ -183,6 +190,13 @@ def chord_callback(fn: Callable | None = None, *, app: Celery | None = None, sch
                                      f"{func.__module__}.{func.__name__}", **options})(run)
 
     return decorate(fn) if fn is not None else decorate
+
+
+def _succeeded(guard: Guard, stamp: dict, chord_id: str, name: str) -> None:
+    _must_land(guard, stamp, lambda: guard.store.finish_chord(
+        chord_id, SUCCEEDED, "callback succeeded"), f"the end of chord {chord_id}")
+    _must_land(guard, stamp, lambda: breaker.record(guard, name, succeeded=True),
+               f"the breaker of {name}")
 
 
 def _must_land(guard: Guard, stamp: dict, call: Callable[[], T], what: str,
@@ -193,21 +207,42 @@ def _must_land(guard: Guard, stamp: dict, call: Callable[[], T], what: str,
     return until_written(call, until, lambda: store_now(guard.store), what, again)
 
 
-def _enter_once(task: Any, guard: Guard, chord_id: str, results: Any, stamp: dict) -> None:
-    """Take the chord's run-once claim and pass its breaker, or stop here. A claim retried
-    after an outage that finds this delivery's own id took it then (the reply was lost)."""
+def _enter_once(task: Any, guard: Guard, chord_id: str, results: Any,
+                stamp: dict) -> Heartbeat:
+    """Take the chord's liveness lease and run-once claim and pass its breaker, or stop here;
+    the heartbeat keeps the lease while the body runs. A claim retried after an outage that
+    finds this delivery's own id took it then (the reply was lost)."""
     key, me = RUN_CLAIM + chord_id, task.request.id
+    beat = Heartbeat(guard.store, chord_id)
+    if not _must_land(guard, stamp, beat.take, f"the liveness lease of chord {chord_id}",
+                      again=beat.retake):
+        logger.warning("chordguard: chord %s callback is running elsewhere; ignored", chord_id)
+        guard.store.count(chord_id, "callback_duplicates")
+        raise Ignore()
+    beat.start()
+    try:
+        _claim(task, guard, chord_id, results, stamp, key, me)
+    except BaseException:
+        beat.stop()
+        raise
+    return beat
+
+
+def _claim(task: Any, guard: Guard, chord_id: str, results: Any, stamp: dict, key: str,
+           me: str) -> None:
     holder = _must_land(guard, stamp, lambda: guard.store.claim(key, me),
                         f"the run-once claim of chord {chord_id}",
                         again=lambda: _unless_mine(guard.store.claim(key, me), me))
     if holder is not None:
-        if holder == task.request.id:  # our own earlier delivery started and never finished
+        if holder == me and not _ended(guard, chord_id, task):
+            # our own earlier delivery started, its lease lapsed and it never ended: a crash
             guard.store.count(chord_id, "callback_duplicates")
             record = ensure_record(guard, chord_id, None)
             dead_letter(guard, record, "callback_failed: a delivery of this callback started "
                         "and never finished (worker lost?); not run again", results,
                         fail_callback=False)
             raise CircuitOpenError(f"chord {chord_id}: callback not run twice")
+        # a duplicate of a run that ended: its stored result is left as it is
         logger.warning("chordguard: chord %s callback already claimed by %s; ignored",
                        chord_id, holder)
         if not holder.startswith(ENDED_HOLDER):  # not a chord already ended by the guard
@@ -220,6 +255,17 @@ def _enter_once(task: Any, guard: Guard, chord_id: str, results: Any, stamp: dic
                     fail_callback=False)
         raise CircuitOpenError(f"circuit breaker open for {task.name}: chord {chord_id} "
                                "dead-lettered")
+
+
+def _ended(guard: Guard, chord_id: str, task: Any) -> bool:
+    """Has the chord ended, or its callback stored an outcome?"""
+    record = guard.store.chord(chord_id)
+    if (record is not None and not record.open) or callback_ended(task.app, task.request):
+        return True
+    try:
+        return task.app.AsyncResult(task.request.id).state in READY_STATES
+    except Exception:  # no result backend (a durable chord's app)
+        return False
 
 
 def _unless_mine(holder: str | None, me: str) -> str | None:

@@ -32,6 +32,7 @@ from .._compat import chord_error, publish_callback
 from ..actions.callback import fail_callback
 from ..model import STAMP
 from ..store import unavailable_errors
+from ..store.clock import store_now
 from . import breaker
 from .ending import dead_letter, ensure_record, header_inputs
 from .presence import lost_headers
@@ -94,7 +95,7 @@ def _poll(self, group_id: str, callback: Any, interval: float | None, result: li
     except Exception as exc:  # the backend hiccuped: poll again, the deadline still holds
         logger.warning("chordguard: chord %s: reading the header failed: %r", group_id, exc)
         ready = False
-    now = time.time()
+    now = store_now(store)  # deadlines are judged on the store's clock, never this host's
     deadline = meta.get("deadline") or record.deadline_at or now + settings.deadline
     if ready:
         if store.swap_lease(LEASE + group_id, token, DONE_TOKEN + str(token), LEASE_SLACK):
@@ -144,7 +145,7 @@ def _store_down(self, group_id: str, callback: Any, interval: float | None,
     logger.error("chordguard: store unavailable while polling chord %s: %r", group_id, exc)
     guard = guard_of(self.app)
     deadline = (kwargs.get(STAMP) or {}).get("deadline")
-    now = time.time()
+    now = store_now(guard.store) if guard is not None else time.time()  # last offset known
     if deadline is not None and now >= deadline:
         error = chord_error(f"chord {group_id} failed by chordguard: deadline passed "
                             f"(store unavailable: {exc!r})")
