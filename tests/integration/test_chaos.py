@@ -37,9 +37,11 @@ def cell(servers: Servers, fault: str, kind: str, chords: int = 3, **changes) ->
 
 def test_guarded_redis_chord_worker_killed_mid_header_fails_properly_by_deadline(servers):
     tally = cell(servers, "kill-header", "redis+guard", deadline=10)
-    # the headers died with the worker (no acks_late): each chord is failed by the reaper,
-    # callback FAILURE + errback + dead letter, none lost and none late
-    assert (tally.failed, tally.lost, tally.dup, tally.late, tally.both) == (3, 0, 0, 0, 0)
+    # the headers died with the worker (no acks_late): a chord that lost one is failed by the
+    # reaper (callback FAILURE + errback + dead letter); one whose parts all went to the
+    # surviving worker may finish normally. None lost, none twice, none late or early.
+    assert tally.failed >= 1 and tally.failed + tally.once == 3, tally
+    assert (tally.lost, tally.dup, tally.late, tally.early, tally.both) == (0, 0, 0, 0, 0), tally
     assert tally.slowest is not None and tally.slowest <= 10 + 3
 
 

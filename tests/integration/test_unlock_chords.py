@@ -46,13 +46,16 @@ def dispatch(app, header: list, body: str, **options):
     return result.parent.id, result.id, result
 
 
-def diagnosed(cluster, chord_id: str, code: str, timeout: float = 40.0) -> tuple[int, dict]:
-    """Run ``status`` until the chord shows ``code``; return that run's exit code and JSON."""
+def diagnosed(cluster, chord_id: str, code: str, timeout: float = 40.0,
+              also=lambda chord_doc: True) -> tuple[int, dict]:
+    """Run ``status`` until the chord shows ``code`` (and ``also`` holds); return that run's
+    exit code and JSON."""
     seen: dict = {}
 
     def attempt():
         seen["run"] = cli(cluster, "status")
-        return code in codes(find(seen["run"][1], chord_id))
+        chord_doc = find(seen["run"][1], chord_id)
+        return code in codes(chord_doc) and also(chord_doc)
 
     wait_for(attempt, timeout=timeout, interval=0.5, what=f"{code} on {chord_id}")
     return seen["run"]
@@ -99,13 +102,17 @@ def test_lost_header_inspected_by_group_and_callback_id(make_cluster, broker):
     with create_engine(PG_URL).begin() as db:  # the header's result is gone (expired, deleted)
         db.execute(text("DELETE FROM celery_taskmeta WHERE task_id = :id"), {"id": deleted})
 
-    code, status = diagnosed(cluster, group_id, "lost_header")
+    # on Redis the unlock message's 'retries' header is read from the queue or the unacked
+    # hash; a look can miss it while it moves between them (a worker does not report it)
+    on_redis = broker == REDIS_URL
+    code, status = diagnosed(cluster, group_id, "lost_header",
+                             also=lambda c: not on_redis or c["unlock_retries"] is not None)
     chord_doc = find(status, group_id)
     lost = next(d for d in chord_doc["diagnoses"] if d["code"] == "lost_header")
     assert code == 1 and lost["evidence"]["lost"] == [deleted]
     assert chord_doc["callback_id"] == callback_id and chord_doc["done"] == 1
     assert chord_doc["age"]["lower_bound"] and "no creation time" in chord_doc["age"]["basis"]
-    if broker == REDIS_URL:  # the retries header of the message workers hold (unacked hash)
+    if on_redis:
         assert chord_doc["unlock_retries"] >= 3
     code, check = cli(cluster, "check", "--max-hours", "1")
     assert code == 1 and [c["id"] for c in check["chords"]] == [group_id]

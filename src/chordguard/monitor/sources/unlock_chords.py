@@ -179,12 +179,18 @@ def build(looks: list[Look], states: dict[str, TaskState], facts: ClusterFacts,
     for group_id, sightings in groups.items():
         chains = min(look.chains(group_id) for look in looks) if group_id in \
             {s.group_id for s in latest.sightings} else 0
-        chords.append(_chord(group_id, sightings, holders, states, facts, chains))
+        # retries only grow: an earlier look that read the header still counts when the
+        # latest one saw the message only in a worker (which does not report it)
+        retries = [s.copy.retries for look in looks for s in look.sightings
+                   if s.group_id == group_id and s.copy.retries is not None]
+        chords.append(_chord(group_id, sightings, holders, states, facts, chains,
+                             max(retries) if retries else None))
     return chords
 
 
 def _chord(group_id: str, sightings: list[Sighting], holders: dict[str, str],
-           states: dict[str, TaskState], facts: ClusterFacts, chains: int) -> Chord:
+           states: dict[str, TaskState], facts: ClusterFacts, chains: int,
+           retries: int | None) -> Chord:
     best = max(sightings, key=lambda s: (s.callback is not None, len(s.header_ids)))
     callback = best.callback or {}
     callback_id = (callback.get("options") or {}).get("task_id")
@@ -206,14 +212,13 @@ def _chord(group_id: str, sightings: list[Sighting], holders: dict[str, str],
     chord.total = len(chord.header)
     chord.done = sum(1 for p in chord.header if p.state in READY_STATES)
     chord.failed = sum(1 for p in chord.header if p.state in READY_STATES - {"SUCCESS"})
-    retries = [s.copy.retries for s in sightings if s.copy.retries is not None]
-    chord.unlock_retries = max(retries) if retries else None
+    chord.unlock_retries = retries
     interval = next((s.interval for s in sightings if s.interval), None) or facts.retry_interval
     _timings(chord, interval, facts.now)
     chord.evidence.update({
         "unlock copies": "; ".join(sorted({s.copy.where for s in sightings})),
         "unlock retries": "the 'retries' header of unlock messages on the broker"
-        if retries else "unknown: workers do not report a held message's retries",
+        if retries is not None else "unknown: workers do not report a held message's retries",
         "header ids": "kwargs['result'] of the chord_unlock message",
     })
     for note in {s.note for s in sightings if s.note}:
