@@ -3,11 +3,16 @@ incomplete when an expected worker is missing."""
 
 from __future__ import annotations
 
+import time
+
+from celery import Celery
+
 from chordguard.monitor.api import UNKNOWN, verdict
 from chordguard.monitor.collect import collect
-from chordguard.monitor.sources import worker_roster
+from chordguard.monitor.sources import control_listeners, worker_roster
 from chordguard.monitor.sources.workers import survey, unanswered
-from tests.cluster import PG_BACKEND, REDIS_URL
+from tests.cluster import AMQP_URL, PG_BACKEND, REDIS_URL
+from tests.private_servers import private_redis
 
 
 def test_a_killed_expected_worker_makes_the_view_incomplete(make_cluster):
@@ -36,3 +41,30 @@ def test_a_worker_that_answered_only_some_commands_is_unanswered():
     assert unanswered(frozenset({"a@h", "c@h"}), replies) == {
         "b@h": ["reserved"], "c@h": ["active", "reserved"]}
     assert unanswered(frozenset({"a@h"}), {"active": {"a@h": []}}) == {}
+
+
+def test_workers_a_redis_broker_counts_end_a_look_up_nobody_expected(make_cluster):
+    """A private broker, so no other test's workers share its database."""
+    with private_redis() as server:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        cluster = make_cluster(url, url)
+        app = cluster.app
+        assert control_listeners.count(app) == 0
+        empty = survey(app, timeout=30)  # nobody listens: nothing to wait for
+        assert (empty.workers, empty.failed) == ([], {})
+        workers = [cluster.start_worker(concurrency=1, wait=False) for _ in range(2)]
+        for worker in workers:
+            cluster.wait_ready(worker)
+        assert control_listeners.count(app) == 2
+        assert worker_roster.expected(app) == set()
+        # nobody expected, yet the look-up ends once both counted workers answered: with a
+        # 30 s reply timeout, a look-up that waited it out would take 30 s
+        began = time.monotonic()
+        found = survey(app, timeout=30)
+        assert time.monotonic() - began < 20
+        assert (found.workers, found.failed) == (sorted(w.name for w in workers), {})
+
+
+def test_rabbitmq_workers_are_not_counted():
+    assert control_listeners.count(Celery(broker=AMQP_URL)) is None
+    assert control_listeners.count(Celery(broker="redis://127.0.0.1:1/0")) is None  # refused

@@ -16,7 +16,7 @@ from .collect import cluster_facts, collect
 from .diagnose import AFTER_END
 from .sources import durable, journal, unlock_chords
 
-RELOOK_PAUSE = 0.25  # of the retry interval, before a second look for one polled chord
+RELOOK_PAUSE = 0.1  # seconds before a second look for one polled chord (a transit is ms)
 
 
 def get_active_chord_unlocks(app: Celery) -> list[Chord]:
@@ -29,9 +29,8 @@ def find_chord(app: Celery, chord_id: str) -> tuple[Snapshot, Chord]:
 
     A polled chord is seen only through its chord_unlock message, which can be in transit
     (between a retry's publish and a worker's receipt, milliseconds) at the instant of a look;
-    so when chord_unlock joins this app's chords, a chord not seen is looked for once more, a
-    quarter of the retry interval later (another phase of the polling), before it is called
-    unknown. A chord that has ended is found in the guard's journal or the durable store
+    so when chord_unlock joins this app's chords, a chord not seen is looked for once more,
+    ``RELOOK_PAUSE`` after the first look ended, before it is called unknown. A chord that has ended is found in the guard's journal or the durable store
     (``Chord.ended`` tells when, how and why) without waiting. Raises UnknownChordError, or
     UnreachableError when no source answered.
     """
@@ -45,7 +44,7 @@ def find_chord(app: Celery, chord_id: str) -> tuple[Snapshot, Chord]:
     looks = 2 if unlock_chords.SOURCE.applies(app) else 1
     for look in range(looks):
         if look:
-            time.sleep(RELOOK_PAUSE * float(app.conf.result_chord_retry_interval or 1.0))
+            time.sleep(RELOOK_PAUSE)
         snapshot = collect(app)
         chord = snapshot.find(chord_id)
         if chord is not None:

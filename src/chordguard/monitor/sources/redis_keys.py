@@ -31,6 +31,8 @@ SCAN_COUNT = 5000
 BATCH = 500  # chords per script call: a few ms of Redis time each
 # KEYS: one "<group prefix><group id>" per chord; ARGV[1]: "1" when .j is a zset.
 # Per chord: PTTL of SUFFIXES in order, GET .s .t .c, then .j's members (with scores if zset).
+# The whole batch comes back as ONE string (cjson, built into Redis's Lua): a nested reply
+# of ~15 values per chord costs more to parse in redis-py than Redis takes to make it.
 READ_CHORDS_LUA = """
 local out = {}
 for i, base in ipairs(KEYS) do
@@ -50,7 +52,7 @@ for i, base in ipairs(KEYS) do
   end
   out[i] = row
 end
-return out
+return cjson.encode(out)
 """
 META_PER_CHORD = 8  # header results (for date_done) read per chord, at most
 
@@ -102,7 +104,7 @@ def scan_group_ids(client: Any, group_prefix: bytes) -> set[str]:
     return ids
 
 
-def _decode_part(member: bytes, score: float | None) -> RawPart:
+def _decode_part(member: str, score: float | None) -> RawPart:
     try:
         _, task_id, state, result = json.loads(member)
     except (ValueError, TypeError):  # not JSON (pickle, msgpack...) or not the expected shape
@@ -112,9 +114,9 @@ def _decode_part(member: bytes, score: float | None) -> RawPart:
     return RawPart(str(task_id), state, result, index)
 
 
-def _int(value: bytes | None) -> int | None:
+def _int(value: str | bool) -> int | None:
     try:
-        return None if value is None else int(value)
+        return None if isinstance(value, bool) else int(value)  # false: no such key
     except ValueError:
         return None
 
@@ -127,8 +129,11 @@ def read_chords(client: Any, group_prefix: bytes, ordered: bool, group_ids: list
     out: list[RawChord] = []
     it = iter(group_ids)
     while batch := list(islice(it, BATCH)):
-        rows = script(keys=[group_prefix + gid.encode() for gid in batch],
-                      args=[1 if ordered else 0], client=client)
+        packed = script(keys=[group_prefix + gid.encode() for gid in batch],
+                        args=[1 if ordered else 0], client=client)
+        # cjson copies bytes that are not UTF-8 (a pickled part) as they are: keep them as
+        # surrogates, so such a part fails its own decoding, not the batch's
+        rows = json.loads(packed.decode("utf-8", "surrogateescape"))
         out += [_raw_chord(gid, row, ordered) for gid, row in zip(batch, rows, strict=True)]
     return out
 
@@ -136,8 +141,8 @@ def read_chords(client: Any, group_prefix: bytes, ordered: bool, group_ids: list
 def _raw_chord(gid: str, row: list[Any], ordered: bool) -> RawChord:
     raw = RawChord(gid, dict(zip(SUFFIXES, row[:5], strict=True)))
     raw.size, raw.extra = _int(row[5]), _int(row[6]) or 0
-    raw.claim = row[7].decode(errors="replace") if isinstance(row[7], bytes) else None
-    members = row[8]
+    raw.claim = row[7] if isinstance(row[7], str) else None  # false: no such key
+    members = row[8] if isinstance(row[8], list) else []  # cjson makes {} of an empty table
     pairs = zip(members[::2], members[1::2], strict=True) if ordered \
         else ((m, None) for m in members)
     for member, score in pairs:

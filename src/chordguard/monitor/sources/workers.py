@@ -20,7 +20,7 @@ from celery.app.control import Control, flatten_reply
 
 from ..._timeouts import within_each
 from ...errors import UnreachableError
-from . import worker_roster
+from . import control_listeners, worker_roster
 
 INSPECT_TIMEOUT = 2.0
 COMMANDS = ("active", "reserved", "scheduled", "active_queues", "revoked")
@@ -65,17 +65,24 @@ def survey(app: Celery, timeout: float = INSPECT_TIMEOUT, wait_out: bool = False
     """Ask every worker of ``app`` (its control exchange) what it holds.
 
     Each command ends as soon as every expected worker (``worker_roster``: those that answered
-    recent look-ups) has replied; ``timeout`` seconds after the last reply bounds the wait
-    for stragglers, and is the whole wait when none is expected or with ``wait_out`` (a
-    confirming look: a worker nobody expected may hold something). A worker that answered some
+    recent look-ups) has replied and, where the broker can count them (``control_listeners``),
+    as many workers as listen for control commands; ``timeout`` seconds after the last reply
+    bounds the wait for stragglers, and is the whole wait when none is expected and nothing
+    was counted, or with ``wait_out`` (a confirming look: a worker nobody expected may hold
+    something). A worker that answered some
     commands but not all, or an expected one that answered none, makes the survey
     incomplete (``failed["workers"]``). Raises UnreachableError when no command could be
     broadcast at all.
     """
     expected = frozenset(worker_roster.expected(app))
-    stop_when = frozenset() if wait_out else expected
-    calls = {cmd: (lambda cmd=cmd: _broadcast(app, cmd, timeout, stop_when)) for cmd in COMMANDS}
-    outcomes = within_each(timeout * 2 + 3, calls)
+    listening = None if wait_out else control_listeners.count(app)
+    if listening == 0 and not expected:  # nobody could answer: no broadcast to wait out
+        outcomes: dict[str, Any] = {cmd: {} for cmd in COMMANDS}
+    else:
+        enough = _Enough(frozenset() if wait_out else expected, listening)
+        calls = {cmd: (lambda cmd=cmd: _broadcast(app, cmd, timeout, enough))
+                 for cmd in COMMANDS}
+        outcomes = within_each(timeout * 2 + 3, calls)
     replies: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
     for cmd, outcome in outcomes.items():
@@ -106,17 +113,30 @@ class _EveryoneAnswered(Exception):
     """Raised from the reply callback to stop waiting: kombu stops only on a count."""
 
 
-def _broadcast(app: Celery, command: str, timeout: float, stop_when: frozenset[str],
-               ) -> dict[str, Any]:
-    """The replies to one command, until every worker of ``stop_when`` has replied (or
-    ``timeout`` after the last reply)."""
+@dataclass(frozen=True)
+class _Enough:
+    """When a command has heard enough: every ``hosts`` and at least ``count`` workers
+    (None: no count known; with no hosts either, only the timeout ends the wait)."""
+
+    hosts: frozenset[str]
+    count: int | None
+
+    def reached(self, heard: set[str]) -> bool:
+        if self.count is None:
+            return bool(self.hosts) and self.hosts <= heard
+        return self.hosts <= heard and len(heard) >= self.count
+
+
+def _broadcast(app: Celery, command: str, timeout: float, enough: _Enough) -> dict[str, Any]:
+    """The replies to one command, until ``enough`` workers have replied (or ``timeout``
+    after the last reply)."""
     control = Control(app)
     control.mailbox.accept = ["json"]
     replies: list[dict[str, Any]] = []
 
     def heard(reply: dict[str, Any]) -> None:
         replies.append(reply)
-        if stop_when and stop_when.issubset(set().union(*replies)):
+        if enough.reached(set().union(*replies)):
             raise _EveryoneAnswered
 
     # its own connection, closed after: never a pooled one left mid-read
