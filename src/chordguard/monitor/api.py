@@ -30,9 +30,10 @@ def find_chord(app: Celery, chord_id: str) -> tuple[Snapshot, Chord]:
     A polled chord is seen only through its chord_unlock message, which can be in transit
     (between a retry's publish and a worker's receipt, milliseconds) at the instant of a look;
     so when chord_unlock joins this app's chords, a chord not seen is looked for once more,
-    ``RELOOK_PAUSE`` after the first look ended, before it is called unknown. A chord that has ended is found in the guard's journal or the durable store
-    (``Chord.ended`` tells when, how and why) without waiting. Raises UnknownChordError, or
-    UnreachableError when no source answered.
+    ``RELOOK_PAUSE`` after the first look ended, before it is called unknown. A chord that has
+    ended is found in the guard's journal or the durable store (``Chord.ended`` tells when,
+    how and why) without waiting. Raises UnknownChordError, or UnreachableError when no
+    source answered.
     """
     for source in (journal, durable):
         over = source.ended(app, chord_id)

@@ -56,13 +56,16 @@ def read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
         return chords
     chords = see_holdings(app, chords, looks, facts)
     unconfirmed = ""
-    if any(lost_header(c, facts_from(looks, facts)) for c in chords):  # confirm: a 2nd look
+    first = facts_from(looks, facts)
+    suspects = {c.id for c in chords if lost_header(c, first)}
+    if suspects:  # confirm: a second look, and the suspects' keys read again
         try:
             looks = within(max(0.0, deadline - time.monotonic()), "workers and queues (again)",
                            holdings.confirm, confirm_pause(facts.retry_interval))
-            again = {c.id for c in chords}
-            chords = see_holdings(app, [c for c in read_keys(app, facts) if c.id in again],
-                                  looks, facts)
+            again = {c.id: c for c in see_holdings(app, read_keys(app, facts, suspects),
+                                                   looks, facts)}
+            chords = [again[c.id] if c.id in suspects else c for c in chords
+                      if c.id not in suspects or c.id in again]
         except Exception as exc:
             unconfirmed = f"; parts seen nowhere not confirmed by a second look ({_why(exc)})"
     problems = [p for look in looks for p in look.problems]
@@ -82,13 +85,13 @@ def _why(exc: BaseException) -> str:
     return mask_text(str(exc)) or type(exc).__name__
 
 
-def read_keys(app: Celery, facts: ClusterFacts) -> list[Chord]:
-    """In-flight chords as their Redis keys alone show them, modelled ``STREAM`` chords at a
-    time: the raw keys of one batch are dropped before the next is read, so memory holds
-    the models, not the keys."""
+def read_keys(app: Celery, facts: ClusterFacts, only: set[str] | None = None) -> list[Chord]:
+    """In-flight chords as their Redis keys alone show them (all, or the group ids ``only``),
+    modelled ``STREAM`` chords at a time: the raw keys of one batch are dropped before the
+    next is read, so memory holds the models, not the keys."""
     backend = app.backend
     client = backend.client
-    ids = sorted(scan_group_ids(client, backend.group_keyprefix))
+    ids = sorted(scan_group_ids(client, backend.group_keyprefix) if only is None else only)
     options = app.conf.get("result_backend_transport_options") or {}
     ordered = bool(options.get("result_chord_ordered", True))  # as RedisBackend._chord_zset
     expires = redis_chord_expires(backend)

@@ -55,6 +55,24 @@ end
 return cjson.encode(out)
 """
 META_PER_CHORD = 8  # header results (for date_done) read per chord, at most
+# ARGV: cursor, MATCH pattern, COUNT, length of the group prefix -> {cursor, cjson of ids}
+SCAN_IDS_LUA = """
+local reply = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local start, seen, ids = tonumber(ARGV[4]) + 1, {}, {}
+for _, key in ipairs(reply[2]) do
+  local suffix = string.sub(key, -2)
+  if suffix == '.s' or suffix == '.j' or suffix == '.t' or suffix == '.d' or suffix == '.c' then
+    local id = string.sub(key, start, -3)
+    if not seen[id] then
+      seen[id] = true
+      ids[#ids + 1] = id
+    end
+  end
+end
+return {reply[1], cjson.encode(ids)}
+"""
+# KEYS: result keys -> cjson of their values (false: missing)
+MGET_LUA = "return cjson.encode(redis.call('MGET', unpack(KEYS)))"
 
 
 @dataclass
@@ -94,14 +112,24 @@ def _glob_escape(prefix: bytes) -> bytes:
 
 
 def scan_group_ids(client: Any, group_prefix: bytes) -> set[str]:
-    """Group ids that have at least one chord key (``.s .j .t .d .c``) under ``group_prefix``."""
+    """Group ids that have at least one chord key (``.s .j .t .d .c``) under ``group_prefix``:
+    SCAN run by a read-only script that returns each step's ids as one string."""
+    script = client.register_script(SCAN_IDS_LUA)
     ids: set[str] = set()
-    start = len(group_prefix)
-    for key in client.scan_iter(match=_glob_escape(group_prefix) + b"*", count=SCAN_COUNT):
-        tail = key[start:].decode(errors="replace")
-        if tail[-2:] in SUFFIXES:
-            ids.add(tail[:-2])
-    return ids
+    cursor = "0"
+    while True:
+        cursor, packed = script(args=[cursor, _glob_escape(group_prefix) + b"*",
+                                      SCAN_COUNT, len(group_prefix)], client=client)
+        found = _unpack(packed)
+        ids.update(found if isinstance(found, list) else [])  # cjson makes {} of no ids
+        if cursor in (b"0", "0", 0):
+            return ids
+
+
+def _unpack(packed: bytes) -> Any:
+    """A script's cjson reply. cjson copies bytes that are not UTF-8 (a pickled value) as
+    they are: they are kept as surrogates, so such a value fails its own decoding only."""
+    return json.loads(packed.decode("utf-8", "surrogateescape"))
 
 
 def _decode_part(member: str, score: float | None) -> RawPart:
@@ -129,11 +157,8 @@ def read_chords(client: Any, group_prefix: bytes, ordered: bool, group_ids: list
     out: list[RawChord] = []
     it = iter(group_ids)
     while batch := list(islice(it, BATCH)):
-        packed = script(keys=[group_prefix + gid.encode() for gid in batch],
-                        args=[1 if ordered else 0], client=client)
-        # cjson copies bytes that are not UTF-8 (a pickled part) as they are: keep them as
-        # surrogates, so such a part fails its own decoding, not the batch's
-        rows = json.loads(packed.decode("utf-8", "surrogateescape"))
+        rows = _unpack(script(keys=[group_prefix + gid.encode() for gid in batch],
+                              args=[1 if ordered else 0], client=client))
         out += [_raw_chord(gid, row, ordered) for gid, row in zip(batch, rows, strict=True)]
     return out
 
@@ -156,11 +181,13 @@ def read_metas(client: Any, task_prefix: bytes, chords: list[RawChord]) -> None:
     """Attach the JSON result record (date_done, traceback) of a few parts of each chord."""
     wanted = [part for raw in chords
               for part in [p for p in raw.parts if p.task_id][:META_PER_CHORD]]
+    script = client.register_script(MGET_LUA)
     it = iter(wanted)
-    while batch := list(islice(it, BATCH * META_PER_CHORD)):
-        values = client.mget([task_prefix + part.task_id.encode() for part in batch])
+    while batch := list(islice(it, BATCH * META_PER_CHORD)):  # within Lua's unpack limit
+        values = _unpack(script(keys=[task_prefix + part.task_id.encode() for part in batch],
+                                client=client))
         for part, value in zip(batch, values, strict=True):
-            if value is None:
+            if not isinstance(value, str):  # false: no such key
                 continue
             try:
                 meta = json.loads(value)

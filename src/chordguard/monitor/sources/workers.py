@@ -68,15 +68,15 @@ def survey(app: Celery, timeout: float = INSPECT_TIMEOUT, wait_out: bool = False
     recent look-ups) has replied and, where the broker can count them (``control_listeners``),
     as many workers as listen for control commands; ``timeout`` seconds after the last reply
     bounds the wait for stragglers, and is the whole wait when none is expected and nothing
-    was counted, or with ``wait_out`` (a confirming look: a worker nobody expected may hold
-    something). A worker that answered some
+    was counted. ``wait_out`` (a confirming look: a worker nobody expected may hold something)
+    trusts only the count, which includes such workers. A worker that answered some
     commands but not all, or an expected one that answered none, makes the survey
     incomplete (``failed["workers"]``). Raises UnreachableError when no command could be
     broadcast at all.
     """
     expected = frozenset(worker_roster.expected(app))
-    listening = None if wait_out else control_listeners.count(app)
-    if listening == 0 and not expected:  # nobody could answer: no broadcast to wait out
+    listening = control_listeners.count(app)
+    if listening == 0 and (wait_out or not expected):  # nobody listens: nothing to wait out
         outcomes: dict[str, Any] = {cmd: {} for cmd in COMMANDS}
     else:
         enough = _Enough(frozenset() if wait_out else expected, listening)
