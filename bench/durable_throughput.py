@@ -2,7 +2,7 @@
 CPU goes (the publisher, the worker).
 
     CG_TEST_REDIS=redis://127.0.0.1:7540/0 python bench/durable_throughput.py \
-        [--chords 40] [--headers 25] [--rounds 3] [--pool threads]
+        [--chords 40] [--headers 25] [--rounds 3] [--pool threads] [--floor]
 
 The workload of ``bench/durable_fanin.py``'s throughput (K chords x N no-op ``t.add``
 headers published at once, a ``t.fanin`` callback each, until every callback ran), for the
@@ -10,6 +10,9 @@ two Redis modes only, so it also fits a busy machine: one ``celery worker -P thr
 per mode, rounds interleaved. Broker, Celery's result backend and the durable store
 (database 3) all live on ``CG_TEST_REDIS``; point it at a private server. Besides the time
 it reports the publisher's CPU seconds (this process) and the worker's (``/proc``).
+``--floor`` adds a third mode, the same messages without any chord (each chord's headers and
+a ``t.fanin`` in one ``Producer.batch``, no result backend, no chordguard): what no chord
+implementation on this broker and worker can beat.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from chordguard.durable import durable_chord  # noqa: E402
 from tests.cluster import REDIS_URL, Cluster  # noqa: E402
 
 MODES = ("celery-redis", "durable-redis")
+FLOOR = "no-chord"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -51,6 +55,10 @@ def run(cluster: Cluster, mode: str, chords: int, headers: int) -> tuple[float, 
         callback = app.signature("t.fanin", kwargs={"key": key})
         if mode == "durable-redis":
             durable_chord(header, callback, app=app)
+        elif mode == FLOOR:
+            with app.producer_or_acquire() as producer, producer.batch():
+                for sig in [*header, callback.clone(([0],))]:
+                    sig.apply_async(producer=producer)
         else:
             chord(header)(callback)
     end = time.monotonic() + 600
@@ -69,22 +77,26 @@ def main() -> None:
     parser.add_argument("--headers", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pool", default="threads")
+    parser.add_argument("--floor", action="store_true", help=f"add the {FLOOR!r} mode")
     args = parser.parse_args()
+    modes = (*MODES, FLOOR) if args.floor else MODES
     store = REDIS_URL.rsplit("/", 1)[0] + "/3"
     clusters = {
         "celery-redis": Cluster(REDIS_URL, REDIS_URL, {}),
         "durable-redis": Cluster(REDIS_URL, None, {"cg_durable": True, "task_ignore_result": True,
                                                    "chordguard_store": store}),
     }
+    if args.floor:
+        clusters[FLOOR] = Cluster(REDIS_URL, None, {"task_ignore_result": True})
     try:
         for cluster in clusters.values():
             cluster.start_worker(pool=args.pool, concurrency=4)
-        for mode in MODES:  # warm up: connections, scripts
+        for mode in modes:  # warm up: connections, scripts
             run(clusters[mode], mode, 5, args.headers)
         load_before = os.getloadavg()[0]
-        found: dict[str, list[tuple[float, float, float]]] = {m: [] for m in MODES}
+        found: dict[str, list[tuple[float, float, float]]] = {m: [] for m in modes}
         for _ in range(args.rounds):
-            for mode in MODES:
+            for mode in modes:
                 found[mode].append(run(clusters[mode], mode, args.chords, args.headers))
     finally:
         for cluster in clusters.values():
@@ -92,8 +104,8 @@ def main() -> None:
     print(f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} (2 cores); "
           f"{args.chords} chords x {args.headers} headers, {args.rounds} rounds, "
           f"-P {args.pool} -c 4")
-    medians = {m: [statistics.median(x) for x in zip(*found[m], strict=True)] for m in MODES}
-    for mode in MODES:
+    medians = {m: [statistics.median(x) for x in zip(*found[m], strict=True)] for m in modes}
+    for mode in modes:
         seconds, publisher, worker = medians[mode]
         print(f"  {mode:14} {seconds:6.2f} s (rounds "
               f"{', '.join(f'{r[0]:.2f}' for r in found[mode])}); CPU s: publisher "
@@ -102,6 +114,8 @@ def main() -> None:
     print(f"  speed durable-redis / celery-redis: {base[0] / durable[0]:.2f}x; CPU per header "
           f"part: publisher {base[1] / durable[1]:.2f}x less, worker {base[2] / durable[2]:.2f}x "
           "less")
+    if args.floor:
+        print(f"  speed {FLOOR} / celery-redis: {base[0] / medians[FLOOR][0]:.2f}x (the ceiling)")
 
 
 if __name__ == "__main__":

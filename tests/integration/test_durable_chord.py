@@ -9,6 +9,9 @@ import re
 import time
 
 import pytest
+import redis
+from kombu import Producer
+from kombu.exceptions import EncodeError
 
 from chordguard.config import store_url
 from chordguard.durable import ReapReport, durable_chord, reap
@@ -179,6 +182,21 @@ def test_ten_thousand_headers(make_cluster, store):
     assert handle.barrier().by_reference
     assert handle.get(timeout=150) == sum(2 * i for i in range(10_000))
     assert handle.progress.done == 10_000
+
+
+@pytest.mark.skipif(not hasattr(Producer, "batch"), reason="kombu without Producer.batch")
+def test_a_header_failing_to_publish_sends_none_of_its_messages(make_cluster):
+    cluster = make_cluster(REDIS_URL, None, durable_conf(REDIS_URL))
+    app = cluster.app
+    header = [app.signature("t.echo", (i,)) for i in range(3)]
+    header.append(app.signature("t.echo", (object(),)))  # JSON cannot encode it
+    with pytest.raises(EncodeError):
+        durable_chord(header, app.signature("t.tsum"))
+    # one pipeline per header: the three messages before the bad one were never flushed
+    queue = redis.Redis.from_url(REDIS_URL).llen(f"{cluster.namespace}:{cluster.queue}")
+    assert queue == 0
+    letters = [d for d in open_store(REDIS_URL).dead_letters() if d.app == app.main]
+    assert len(letters) == 1 and "publishing the header failed" in letters[0].reason
 
 
 def barriers_header_ids(handle) -> list[str]:
