@@ -1,4 +1,5 @@
-"""Everything that differs between the Celery versions chordguard supports (5.3 to 5.7).
+"""Everything that differs between the Celery versions chordguard supports (5.3 to 5.7), and
+the kombu versions they install.
 
 Other modules ask this one; none of them checks a Celery version or probes with ``hasattr``.
 Checked against each release's source (5.3.6, 5.4.0, 5.5.3, 5.6.3, 5.7.0) and real runs
@@ -16,6 +17,7 @@ from __future__ import annotations
 import io
 import pickle
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -23,6 +25,7 @@ from typing import Any
 import celery
 from celery.exceptions import ChordError, NotRegistered
 from celery.utils.functional import arity_greater
+from kombu import Producer
 
 CELERY = tuple(int(part) for part in celery.__version__.split(".")[:2])
 """The installed Celery's (major, minor)."""
@@ -156,6 +159,18 @@ def publish_callback(app: Any, callback: Any, results: Any) -> Any:
     if retry_publish is None:
         return callback.delay(results)
     return retry_publish(callback.delay, results)
+
+
+def publish_batch(producer: Any) -> AbstractContextManager[Any]:
+    """Messages published inside the block go out in one pipeline where kombu offers it
+    (``Producer.batch``, kombu 5.7+ on a Redis broker: flushed when the block ends, so a
+    failure raises there); elsewhere they are published one by one, as before."""
+    batch = getattr(producer, "batch", None)
+    return batch() if batch is not None else nullcontext()
+
+
+PUBLISH_BATCHES = hasattr(Producer, "batch")
+"""Whether the installed kombu publishes a block of messages as one batch."""
 
 
 def stored_result(raw: bytes | None, decode: Callable[[bytes], Any]) -> Any:

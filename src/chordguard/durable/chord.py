@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
-from typing import Any
 
 from celery import Celery, group
 from celery.canvas import Signature, _chain, chord
-from kombu import Producer
 
+from .._compat import publish_batch
 from ..config import store_url
 from ..errors import ConfigurationError
 from ..store import open_store
@@ -81,7 +79,7 @@ def durable_chord(header: Iterable[Signature] | group, callback: Signature,
 
 def _publish(app: Celery, barrier: Barrier, parts: list[Signature]) -> None:
     try:
-        with app.producer_or_acquire() as producer, _batch(producer):
+        with app.producer_or_acquire() as producer, publish_batch(producer):
             for index, (sig, task_id) in enumerate(zip(parts, barrier.header_ids, strict=True)):
                 headers = dict(sig.options.get("headers") or {})
                 headers[HEADER_KEY] = {"b": barrier.id, "i": index, "a": barrier.app,
@@ -91,14 +89,6 @@ def _publish(app: Celery, barrier: Barrier, parts: list[Signature]) -> None:
         fail_durable_chord(app, barrier.id, f"publishing the header failed: {exc}",
                            store=barrier.store)
         raise
-
-
-def _batch(producer: Producer) -> AbstractContextManager[Any]:
-    """The header's messages in one pipeline where kombu offers it (``Producer.batch``,
-    kombu 5.7+, Redis broker: flushed when the block ends, so a failure raises there), else
-    published one by one."""
-    batch = getattr(producer, "batch", None)
-    return batch() if batch is not None else nullcontext()
 
 
 def _deadline(app: Celery, deadline: float | timedelta | datetime | None, now: float) -> float:
