@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -69,13 +70,11 @@ def first_snapshot(http: httpx.Client, process: subprocess.Popen, log: Path) -> 
     raise RuntimeError("no first snapshot within 300 s")
 
 
-def timed_get(http: httpx.Client, path: str) -> tuple[float, int, int, str | None]:
-    """Seconds of one GET of ``path`` (read whole), its status, size and snapshot time."""
+def timed_get(http: httpx.Client, path: str) -> tuple[float, httpx.Response]:
+    """Seconds of one GET of ``path`` (read whole), and the response."""
     started = time.perf_counter()
     response = http.get(path)
-    seconds = time.perf_counter() - started
-    taken = response.json().get("taken_at") if path.startswith("/api/") else None
-    return seconds, response.status_code, len(response.content), taken
+    return time.perf_counter() - started, response
 
 
 def main() -> None:
@@ -129,17 +128,26 @@ def main() -> None:
         runs: dict[str, list[float]] = {name: [] for name in paths}
         shape: dict[str, tuple[int, int]] = {}
         snapshots: set[str] = set()
+        verdicts: Counter[str] = Counter()
+        listed: Counter[bool] = Counter()  # /api/chords answers: all chords in them or not
         end = time.monotonic() + opts.seconds
         while time.monotonic() < end or min(len(r) for r in runs.values()) < 3:
             for name, path in paths.items():
-                seconds, status, size, taken = timed_get(http, path)
+                seconds, response = timed_get(http, path)
                 runs[name].append(seconds)
-                shape[name] = status, size
-                snapshots.update([taken] if taken else [])
+                shape[name] = response.status_code, len(response.content)
+                if path.startswith("/api/chords?") or path == "/api/chords":
+                    body = response.json()
+                    snapshots.add(body["taken_at"])
+                    listed[body["total"] == opts.chords] += 1
+                    verdicts[body["health"]["status"]] += 1
             time.sleep(opts.pause)
         print(f"{opts.seconds:.0f} s of requests, {min(len(r) for r in runs.values())} per "
               f"endpoint, over {len(snapshots)} snapshots (serve collected in the background "
               f"meanwhile; the first request of a filter after each snapshot walks the chords)")
+        print(f"list answers holding all {opts.chords} chords: {listed[True]} of "
+              f"{sum(listed.values())}; health: "
+              + ", ".join(f"{v} {n}x" for v, n in verdicts.most_common()))
         print(f"{'endpoint':46} {'best':>7} {'median':>7} {'worst':>7} {'status':>6} {'bytes':>8}")
         for name, seconds in runs.items():
             status, size = shape[name]

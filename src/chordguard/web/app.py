@@ -60,7 +60,8 @@ class Dashboard:
         self.app, self.token = app, token
         self.tracker = ChordTracker(app)
         self.cache: SnapshotCache[SnapshotView] = SnapshotCache(
-            self.produce, fresh_for=cache_seconds, interval=refresh_interval)
+            self.produce, fresh_for=cache_seconds, interval=refresh_interval,
+            release=SnapshotView.release)
         self.stuck_after_hours, self.collect_timeout = stuck_after_hours, collect_timeout
         self.store: StoreView = store_view(app)
         self.collector = ChordCollector(

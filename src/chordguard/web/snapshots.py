@@ -10,7 +10,9 @@ sees chords even when nobody looks.
 A snapshot stays fresh at least as long as its collection took, so a slow collection (100,000
 chords take seconds) is not restarted as soon as it ends: collecting takes at most about half
 of the process's time, and requests are answered from the snapshot in between; and it is
-served stale (not waited for) at least until the background loop's next one is due.
+served stale (not waited for) at least until the background loop's next one is due. A value
+replaced by a newer one is handed to ``release`` in a worker thread, so dropping a big one
+does not stall the event loop.
 """
 
 from __future__ import annotations
@@ -32,14 +34,16 @@ class SnapshotCache(Generic[T]):
     """Single-flight, stale-while-revalidate holder of the latest value of ``produce``."""
 
     def __init__(self, produce: Callable[[], T], fresh_for: float = 2.0,
-                 stale_for: float = 30.0, interval: float = 15.0) -> None:
-        self._produce = produce
+                 stale_for: float = 30.0, interval: float = 15.0,
+                 release: Callable[[T], None] | None = None) -> None:
+        self._produce, self._release = produce, release
         self.fresh_for, self.stale_for, self.interval = fresh_for, stale_for, interval
         self._latest: T | None = None
         self._taken = 0.0  # monotonic time the latest collection finished
         self._took = 0.0  # seconds the latest collection took
         self._running: asyncio.Future[T] | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._releasing: set[asyncio.Future[None]] = set()
         self.collections = 0
 
     @property
@@ -69,9 +73,13 @@ class SnapshotCache(Generic[T]):
     async def _collect(self) -> T:
         started = time.monotonic()
         value = await asyncio.to_thread(self._produce)
-        self._latest, self._taken = value, time.monotonic()
+        old, self._latest, self._taken = self._latest, value, time.monotonic()
         self._took = self._taken - started
         self.collections += 1
+        if old is not None and self._release is not None:
+            releasing = asyncio.ensure_future(asyncio.to_thread(self._release, old))
+            self._releasing.add(releasing)
+            releasing.add_done_callback(self._releasing.discard)
         return value
 
     async def _loop(self) -> None:
