@@ -10,9 +10,9 @@ sees chords even when nobody looks.
 A snapshot stays fresh at least as long as its collection took, so a slow collection (100,000
 chords take seconds) is not restarted as soon as it ends: collecting takes at most about half
 of the process's time, and requests are answered from the snapshot in between; and it is
-served stale (not waited for) at least until the background loop's next one is due. A value
-replaced by a newer one is handed to ``release`` in a worker thread, so dropping a big one
-does not stall the event loop.
+served stale (not waited for) for up to twice that time when that is longer than
+``stale_for``. A value replaced by a newer one is handed to ``release`` in a worker thread,
+so dropping a big one does not stall the event loop.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class SnapshotCache(Generic[T]):
         age = time.monotonic() - self._taken
         if self._latest is not None and age <= max(self.fresh_for, self._took):
             return self._latest
-        if self._latest is not None and age <= max(self.stale_for, self.interval + 2 * self._took):
+        if self._latest is not None and age <= max(self.stale_for, 2 * self._took):
             self._start()
             return self._latest
         return await self.refresh()
