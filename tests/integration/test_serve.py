@@ -15,6 +15,7 @@ from celery import chord
 
 from tests.chordapp import trace_redis
 from tests.cluster import AMQP_URL, PG_BACKEND, REDIS_URL, ROOT, wait_for
+from tests.private_servers import private_redis
 from tests.serving import Server, listed
 
 pytest_plugins = ("tests.serve_fixtures",)  # fixtures: served, redis_cluster
@@ -147,6 +148,26 @@ def test_stuck_chord_and_the_token(redis_cluster, served):
     assert listed(server, gid) is None
     assert server.get("/healthz").status_code == 200
     assert server.post(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 404
+
+
+def test_a_source_past_the_source_timeout_is_down_and_the_verdict_unknown(make_cluster):
+    """``serve --source-timeout`` bounds each source of a snapshot: a Redis broker and
+    backend that hang past it leave the source down, /healthz 503 unknown, never healthy."""
+    with private_redis() as hanging:
+        cluster = make_cluster(hanging.url, hanging.url)
+        server = Server(cluster, extra=["--source-timeout", "2"])
+        try:
+            wait_for(lambda: server.get("/healthz").json()["status"] == "healthy",
+                     what="healthy before the hang")
+            with hanging.hung(30):
+                health = wait_for(lambda: (r := server.get("/healthz")).status_code == 503 and r,
+                                  timeout=25, what="/healthz 503 while the server hangs")
+                assert health.json()["status"] == "unknown"
+                assert "did not answer within 2 s" in health.json()["reason"]
+                assert server.metrics()["chordguard_source_up"][
+                    (("source", "redis_chords"),)] == 0
+        finally:
+            server.stop()
 
 
 def test_alert_rules_are_valid_and_fire():

@@ -103,3 +103,35 @@ def test_dashboard_shows_the_stuck_chord_and_fails_it(pg_cluster, served, tmp_pa
     assert callback.state == "FAILURE"
     assert "failed by chordguard" in str(callback.result)
     assert listed(server, gid) is None
+
+
+def test_dashboard_pages_through_the_chord_list(redis_cluster, served, tmp_path):
+    """One chord per page (``?limit=1``): "showing X–Y of Z", next and previous move the
+    page (kept in the URL), and each button is disabled at its end."""
+    app = redis_cluster.app
+    gids = {chord([app.signature("t.sleep", (60,))])(app.signature("t.tsum")).parent.id
+            for _ in range(3)}
+    server = served(redis_cluster)
+    wait_for(lambda: server.get("/api/chords").json()["matched"] == 3, what="three chords")
+    browser = chromium(tmp_path / "profile")
+    try:
+        browser.get(f"{server.url}/?limit=1")
+        seen = []
+        for shown in (1, 2, 3):
+            wait(browser, lambda b, n=shown: text_of(b, "#counts") ==
+                 f"showing {n}–{n} of 3 chords", what=f"page {shown}")
+            seen.append(text_of(browser, "#chords tbody td.id"))
+            assert browser.find_element(By.ID, "previous").is_enabled() == (shown > 1)
+            assert browser.find_element(By.ID, "next").is_enabled() == (shown < 3)
+            if shown < 3:
+                browser.find_element(By.ID, "next").click()
+        assert set(seen) == gids and "offset=2" in browser.current_url
+        browser.find_element(By.ID, "previous").click()
+        wait(browser, lambda b: text_of(b, "#counts") == "showing 2–2 of 3 chords",
+             what="back to page 2")
+        Select(browser.find_element(By.NAME, "kind")).select_by_value("unlock")
+        wait(browser, lambda b: text_of(b, "#counts") == "no chord matches (3 in flight)",
+             what="a filter back on the first page")
+        assert "offset" not in browser.current_url
+    finally:
+        browser.quit()

@@ -133,3 +133,23 @@ def test_cache_collects_once_for_many_viewers_off_the_event_loop():
     assert results == [1] * 50 and again == 1
     assert len(calls) == 1 and calls[0] != threading.main_thread().name
     assert ticks == 20  # the loop kept running while the collection slept
+
+
+def test_cache_hands_a_replaced_value_to_release_off_the_event_loop():
+    released: list[tuple[int, str]] = []
+    made = iter(range(1, 10))
+
+    async def scenario():
+        cache = SnapshotCache(lambda: next(made), fresh_for=0.0,
+                              release=lambda v: released.append(
+                                  (v, threading.current_thread().name)))
+        first = await cache.refresh()
+        second = await cache.refresh()
+        while not released:
+            await asyncio.sleep(0.01)
+        return first, second, cache.latest
+
+    first, second, latest = asyncio.run(scenario())
+    assert (first, second, latest) == (1, 2, 2)
+    assert [v for v, _ in released] == [1]  # the value still served is never released
+    assert released[0][1] != threading.main_thread().name

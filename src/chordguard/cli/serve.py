@@ -25,9 +25,14 @@ DEFAULT_PORT = 8765
 @click.option("--refresh", type=FiniteFloat(min=1), default=15.0, show_default=True,
               help="Seconds between background snapshots when nobody is looking.")
 @click.option("--cache", "cache_seconds", type=FiniteFloat(min=0), default=2.0,
-              show_default=True, help="Seconds a snapshot is shared between requests.")
+              show_default=True, help="Seconds a snapshot is shared between requests (at "
+              "least as long as its collection took).")
+@click.option("--source-timeout", type=FiniteFloat(min=1), default=30.0, show_default=True,
+              help="Seconds each source of a snapshot may take (100,000 Redis chords take "
+                   "several); one that does not answer in time is reported down, health "
+                   "unknown.")
 def serve(host: str, port: int, token: str | None, max_hours: float, refresh: float,
-          cache_seconds: float) -> int:
+          cache_seconds: float, source_timeout: float) -> int:
     """Serve the chord dashboard, /metrics (Prometheus) and /healthz (503 when unhealthy)."""
     import uvicorn
 
@@ -38,7 +43,7 @@ def serve(host: str, port: int, token: str | None, max_hours: float, refresh: fl
     opts = settings()
     web = create_app(opts.app, token=token or None, stuck_after_hours=max_hours,
                      refresh_interval=refresh, cache_seconds=cache_seconds,
-                     trusted_hosts=_trusted_hosts(host))
+                     trusted_hosts=_trusted_hosts(host), collect_timeout=source_timeout)
     mode = "actions allowed with the token" if token else "read-only"
     click.echo(f"chordguard serve: http://{_url_host(host)}:{port}/ ({mode})", err=True)
     os.environ.pop("CHORDGUARD_TOKEN", None)  # not inherited by anything we start

@@ -7,6 +7,7 @@ callback task name, source name, outcome — never a chord or task id.
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ..model import ChordKind
+from ..model import ChordKind, Snapshot
 from .api import HEALTHY, UNHEALTHY, UNKNOWN, verdict
 from .tracker import DURATION_BUCKETS, Figures
 
@@ -45,15 +46,30 @@ class ChordCollector(Collector):
                  store: Callable[[], StoreFigures] = StoreFigures) -> None:
         self._figures = figures
         self._store = store
+        self._built: list[tuple[weakref.ref[Snapshot], list[Metric]]] = []  # latest two
 
     def describe(self) -> list[Metric]:
         return []  # families are built per scrape; nothing to pre-register
 
     def collect(self) -> Iterator[Metric]:
         figures = self._figures()
-        yield from _snapshot_families(figures)
+        yield from self.snapshot_families(figures)
         yield from _tracker_families(figures)
         yield from _store_families(self._store())
+
+    def snapshot_families(self, figures: Figures | None) -> list[Metric]:
+        """The families of ``figures``' snapshot, built once per snapshot (they walk every
+        chord), not per scrape; call it where snapshots are made to keep scrapes cheap. The
+        previous snapshot's are kept too, for scrapes until the new one is published."""
+        if figures is None:
+            return list(_snapshot_families(None))
+        built = self._built
+        for snapshot, families in built:
+            if snapshot() is figures.snapshot:
+                return families
+        families = list(_snapshot_families(figures))
+        self._built = [*built[-1:], (weakref.ref(figures.snapshot), families)]
+        return families
 
 
 def _snapshot_families(figures: Figures | None) -> Iterator[Metric]:
@@ -157,8 +173,13 @@ def _store_families(store: StoreFigures) -> Iterator[Metric]:
 def make_registry(figures: Callable[[], Figures | None],
                   store: Callable[[], StoreFigures] = StoreFigures) -> CollectorRegistry:
     """A registry holding only chordguard's collector (no process or GC metrics)."""
+    return registry_for(ChordCollector(figures, store))
+
+
+def registry_for(collector: ChordCollector) -> CollectorRegistry:
+    """A registry holding only ``collector``."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ChordCollector(figures, store))
+    registry.register(collector)
     return registry
 
 

@@ -28,20 +28,22 @@ from ..actions import OperatorFail, fail_chord
 from ..actions import dead_letters as letters
 from ..errors import ChordguardError, DeadLetterError
 from ..model import ChordKind, to_jsonable
-from ..monitor.api import health_from
 from ..monitor.collect import collect
 from ..monitor.diagnose import CATALOG
-from ..monitor.metrics import exposition, make_registry
+from ..monitor.metrics import ChordCollector, exposition, registry_for
 from ..monitor.store_view import StoreView, store_view
-from ..monitor.tracker import ChordTracker, Figures
+from ..monitor.tracker import ChordTracker
 from ..store import unavailable_errors
 from .auth import presented_token, token_matches
 from .chords import STATES, ChordFilter, chord_detail, chord_row
 from .forms import BodyTooLarge, body_fields
 from .snapshots import SnapshotCache
+from .view import SnapshotView
 
 STATIC = files("chordguard.web") / "static"
-LIST_LIMIT = 500
+LIST_LIMIT = 500  # rows of an /api/chords page when no limit is asked for
+MAX_LIMIT = 1000  # rows of a page at most
+COLLECT_TIMEOUT = 30.0  # seconds each source of a background snapshot may take
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; frame-ancestors 'none'",
     "x-content-type-options": "nosniff",
@@ -54,26 +56,35 @@ class Dashboard:
     """The state one ``serve`` process shares between requests."""
 
     def __init__(self, app: Celery, token: str | None, stuck_after_hours: float,
-                 cache_seconds: float, refresh_interval: float) -> None:
+                 cache_seconds: float, refresh_interval: float, collect_timeout: float) -> None:
         self.app, self.token = app, token
         self.tracker = ChordTracker(app)
-        self.cache = SnapshotCache(self.produce, fresh_for=cache_seconds,
-                                   interval=refresh_interval)
-        self.stuck_after_hours = stuck_after_hours
+        self.cache: SnapshotCache[SnapshotView] = SnapshotCache(
+            self.produce, fresh_for=cache_seconds, interval=refresh_interval,
+            release=SnapshotView.release)
+        self.stuck_after_hours, self.collect_timeout = stuck_after_hours, collect_timeout
         self.store: StoreView = store_view(app)
-        self.registry = make_registry(lambda: self.cache.latest, self.store.figures)
+        self.collector = ChordCollector(
+            lambda: None if (view := self.cache.latest) is None else view.figures,
+            self.store.figures)
+        self.registry = registry_for(self.collector)
 
-    def produce(self) -> Figures:
-        """Runs in a worker thread: one collection, fed to the tracker."""
+    def produce(self) -> SnapshotView:
+        """Runs in a worker thread: one collection, fed to the tracker, indexed, and its
+        metric families built."""
         self.store.refresh()
-        return self.tracker.observe(collect(self.app, stuck_after_hours=self.stuck_after_hours))
+        figures = self.tracker.observe(collect(self.app, stuck_after_hours=self.stuck_after_hours,
+                                               timeout=self.collect_timeout))
+        view = SnapshotView(figures)
+        self.collector.snapshot_families(figures)
+        return view
 
-    def frame(self, figures: Figures) -> dict[str, Any]:
+    def frame(self, view: SnapshotView) -> dict[str, Any]:
         """What every page shows in its header: versions, sources, health, permissions."""
-        snapshot = figures.snapshot
+        snapshot = view.figures.snapshot
         return {"taken_at": snapshot.taken_at.isoformat(),
                 "celery_version": snapshot.celery_version,
-                "health": health_from(snapshot), "sources": to_jsonable(snapshot.sources),
+                "health": view.health, "sources": to_jsonable(snapshot.sources),
                 "actions_enabled": bool(self.token),
                 "dead_letters_enabled": self.store.has_dead_letters}
 
@@ -89,9 +100,13 @@ class Dashboard:
 
 def create_app(app: Celery, token: str | None = None, stuck_after_hours: float = 1.0,
                refresh_interval: float = 15.0, cache_seconds: float = 2.0,
-               trusted_hosts: list[str] | None = None) -> Starlette:
-    """The ASGI app. ``trusted_hosts`` limits the Host header (DNS-rebinding defence)."""
-    board = Dashboard(app, token, stuck_after_hours, cache_seconds, refresh_interval)
+               trusted_hosts: list[str] | None = None,
+               collect_timeout: float = COLLECT_TIMEOUT) -> Starlette:
+    """The ASGI app. ``trusted_hosts`` limits the Host header (DNS-rebinding defence);
+    ``collect_timeout`` bounds each source of a snapshot (one that does not answer in time
+    is reported down, and the verdict is unknown)."""
+    board = Dashboard(app, token, stuck_after_hours, cache_seconds, refresh_interval,
+                      collect_timeout)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -100,22 +115,23 @@ def create_app(app: Celery, token: str | None = None, stuck_after_hours: float =
         await board.cache.stop_background()
 
     async def chords(request: Request) -> Response:
-        figures = await board.cache.get()
+        view = await board.cache.get()
         wanted = ChordFilter.from_query(request.query_params)
-        limit = _int(request.query_params.get("limit"), LIST_LIMIT)
+        limit = min(_int(request.query_params.get("limit"), LIST_LIMIT), MAX_LIMIT)
         offset = _int(request.query_params.get("offset"), 0)  # pages: filtered here, not
-        matched = [c for c in figures.snapshot.chords if wanted.matches(c)]  # in the browser
+        matched = view.matching(wanted)  # in the browser
         page = matched[offset:offset + limit]
-        return _json({**board.frame(figures), "total": len(figures.snapshot.chords),
-                      "matched": len(matched), "offset": offset,
-                      "chords": [chord_row(c, figures.rates.get(c.id)) for c in page],
+        rates = view.figures.rates
+        return _json({**board.frame(view), "total": len(view.chords),
+                      "matched": len(matched), "offset": offset, "limit": limit,
+                      "chords": [chord_row(c, rates.get(c.id)) for c in page],
                       "choices": {"kind": [k.value for k in ChordKind], "state": list(STATES),
                                   "diagnosis": sorted(CATALOG)}})
 
     async def chord(request: Request) -> Response:
-        figures = await board.cache.get()
+        view = await board.cache.get()
         wanted = request.path_params["chord_id"]
-        found = figures.snapshot.find(wanted)
+        found = view.find(wanted)
         try:
             history = await asyncio.to_thread(board.store.journal, found.id if found else wanted)
         except ChordguardError as exc:
@@ -123,16 +139,16 @@ def create_app(app: Celery, token: str | None = None, stuck_after_hours: float =
         if found is None and not history:
             return _error(404, "no in-flight chord and no journal record with that group or "
                                "callback id")
-        return _json({**board.frame(figures), "history": history,
+        return _json({**board.frame(view), "history": history,
                       "chord": None if found is None else
-                      chord_detail(found, figures.rates.get(found.id))})
+                      chord_detail(found, view.figures.rates.get(found.id))})
 
     async def fail(request: Request) -> Response:
         if refusal := await board.authorize(request):
             return refusal
         reason = await _field(request, "reason") or "failed from the chordguard dashboard"
-        figures = await board.cache.refresh()
-        target = figures.snapshot.find(request.path_params["chord_id"])
+        view = await board.cache.refresh()
+        target = view.find(request.path_params["chord_id"])
         if target is None:
             return _error(404, "no in-flight chord with that group or callback id")
         try:
@@ -143,12 +159,12 @@ def create_app(app: Celery, token: str | None = None, stuck_after_hours: float =
         return _json({"ok": True, "plan": to_jsonable(plan)})
 
     async def dead_letters(request: Request) -> Response:
-        figures = await board.cache.get()
+        view = await board.cache.get()
         try:
             items = await asyncio.to_thread(board.store.dead_letters)
         except ChordguardError as exc:
             return _error(502, str(exc))
-        return _json({**board.frame(figures), "dead_letters": items})
+        return _json({**board.frame(view), "dead_letters": items})
 
     async def replay(request: Request) -> Response:
         return await letter_action(request, "replay")
@@ -186,7 +202,7 @@ def create_app(app: Celery, token: str | None = None, stuck_after_hours: float =
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def healthz(_: Request) -> Response:
-        health = health_from((await board.cache.get()).snapshot)
+        health = (await board.cache.get()).health
         return _json(health, 200 if health["status"] == "healthy" else 503)
 
     def page(name: str, title: str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..model import Chord, Duration, to_jsonable
 from ..monitor.tracker import ChordRate
@@ -17,6 +17,20 @@ def chord_state(chord: Chord) -> str:
     if chord.blocking:
         return "blocked"
     return "at_risk" if chord.diagnoses else "running"
+
+
+class ChordFields(NamedTuple):
+    """What the list filters look at, computed once per chord and snapshot."""
+
+    kind: str
+    state: str
+    codes: tuple[str, ...]
+    callback: str  # lower-cased callback task name, empty when unknown
+
+
+def chord_fields(chord: Chord) -> ChordFields:
+    return ChordFields(chord.kind.value, chord_state(chord), tuple(chord.codes),
+                       (chord.callback_name or "").lower())
 
 
 @dataclass(frozen=True)
@@ -33,12 +47,15 @@ class ChordFilter:
         return cls(**{name: (query.get(name) or "").strip() for name in
                       ("kind", "state", "diagnosis", "callback")})
 
-    def matches(self, chord: Chord) -> bool:
-        return ((not self.kind or chord.kind.value == self.kind)
-                and (not self.state or chord_state(chord) == self.state)
-                and (not self.diagnosis or self.diagnosis in chord.codes)
-                and (not self.callback
-                     or self.callback.lower() in (chord.callback_name or "").lower()))
+    @property
+    def empty(self) -> bool:
+        return not (self.kind or self.state or self.diagnosis or self.callback)
+
+    def matches(self, fields: ChordFields) -> bool:
+        return ((not self.kind or fields.kind == self.kind)
+                and (not self.state or fields.state == self.state)
+                and (not self.diagnosis or self.diagnosis in fields.codes)
+                and (not self.callback or self.callback.lower() in fields.callback))
 
 
 def _span(span: Duration | None) -> dict[str, Any] | None:
