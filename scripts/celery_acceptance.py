@@ -99,6 +99,7 @@ class Run:
     backend: str
     mode: str
     seconds: float = 0.0
+    waited: float = 0.0  # of ``seconds``: the guarded run waiting for open chords to end
     exit_code: int | None = None
     outcomes: dict[str, str] = field(default_factory=dict)
     messages: dict[str, str] = field(default_factory=dict)
@@ -249,6 +250,8 @@ def read_report(run: Run, path: Path) -> None:
             run.dead_letters.append(item)
         elif kind == "guard_check":
             run.guard_check = item
+        elif kind == "reaper_wait":
+            run.waited = float(item.get("seconds") or 0.0)
 
 
 def source_state() -> str:
@@ -306,7 +309,8 @@ def run_suite(python: Path, suite: Path, backend: str, mode: str, args) -> Run:
     cleanup(backend, mode, args.broker)
     read_report(run, report)
     log(f"{backend} {mode}: {run.count('passed')} passed, {run.count('failed')} failed, "
-        f"{run.count('error')} errors in {run.seconds:.0f} s (pytest exit {proc.returncode})")
+        f"{run.count('error')} errors in {run.seconds:.0f} s, of which {run.waited:.0f} s "
+        f"waiting for open chords to end (pytest exit {proc.returncode})")
     if mode == "guarded" and not (run.guard_check and run.guard_check.get("ok")):
         raise SystemExit(f"the guard was not verified in the {backend} run: "
                          f"{run.guard_check or 'no check reported'}; see {run.log}")
@@ -318,12 +322,14 @@ def run_suite(python: Path, suite: Path, backend: str, mode: str, args) -> Run:
 def summarize(runs: list[Run], version: str, args) -> tuple[str, int]:
     lines = [f"Celery {version} {SUITE} -k {args.k!r}"
              + (f" (subset of {len(args.tests)} ids)" if args.tests else ""), "",
-             "| backend | mode | passed | failed | errors | skipped/xfail | time | source |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| backend | mode | passed | failed | errors | skipped/xfail | time | of which "
+             "waiting for open chords | source |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         lines.append(f"| {run.backend} | {run.mode} | {run.count('passed')} | "
                      f"{run.count('failed', 'xpassed')} | {run.count('error')} | "
-                     f"{run.count('skipped', 'xfailed')} | {run.seconds:.0f} s | {run.source} |")
+                     f"{run.count('skipped', 'xfailed')} | {run.seconds:.0f} s | "
+                     f"{run.waited:.0f} s | {run.source} |")
     regressions = 0
     by_backend: dict[str, dict[str, Run]] = {}
     for run in runs:
@@ -421,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps([{
             "backend": r.backend, "mode": r.mode, "seconds": round(r.seconds, 1),
+            "waited": round(r.waited, 1),
             "source": r.source,
             "outcomes": r.outcomes, "messages": r.messages, "flips": r.flips,
             "dead_letters": r.dead_letters} for r in runs], indent=1))
