@@ -7,10 +7,12 @@ plain and fail guarded — the goal is none — with a table of outcomes. Exit s
 diff is empty, 1 when it is not, 2 when the harness itself could not run.
 
 Everything runs in a virtualenv with the system site packages (``.cache/acceptance-venv``), so
-the editable chordguard and the installed Celery are used while extra test dependencies never
-reach the global interpreter. Each run gets its own broker vhost (or Redis db), result backend
-db and guard store; runs go one after the other. See scripts/celery_acceptance_plugin.py for
-how the guard is installed into Celery's test app and worker.
+the installed Celery is used while extra test dependencies never reach the global interpreter;
+chordguard is this checkout's (installed editable into the venv when the system's is another
+checkout's, e.g. in a second worktree). Each run gets its own broker vhost (or Redis db),
+result backend db and guard store; runs go one after the other. See
+scripts/celery_acceptance_plugin.py for how the guard is installed into Celery's test app and
+worker.
 """
 
 from __future__ import annotations
@@ -141,12 +143,23 @@ def ensure_venv() -> Path:
     if missing:
         log(f"installing into the venv only: {' '.join(missing)}")
         sh(str(python), "-m", "pip", "install", "-q", *missing)
-    probe = sh(str(python), "-c", "import celery, chordguard; print(celery.__version__, "
-               "chordguard.__file__)").stdout.split()
+    probe = _probe(python)
+    if not Path(probe[1]).is_relative_to(ROOT / "src"):  # another checkout's, from the system
+        log(f"the venv sees chordguard from {probe[1]}; installing {ROOT} into the venv only")
+        sh(str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT))
+        probe = _probe(python)
+        if not Path(probe[1]).is_relative_to(ROOT / "src"):
+            raise SystemExit(f"the venv sees chordguard from {probe[1]}, not from {ROOT}")
     if probe[0] != celery_version():
         raise SystemExit(f"the venv sees celery {probe[0]}, not {celery_version()}")
     log(f"venv: celery {probe[0]}, chordguard from {probe[1]}")
     return python
+
+
+def _probe(python: Path) -> list[str]:
+    """The Celery version and the chordguard file the venv imports."""
+    return sh(str(python), "-c", "import celery, chordguard; print(celery.__version__, "
+              "chordguard.__file__)").stdout.split()
 
 
 def ensure_suite(python: Path, version: str) -> Path:
