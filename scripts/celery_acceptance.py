@@ -144,11 +144,11 @@ def ensure_venv() -> Path:
         log(f"installing into the venv only: {' '.join(missing)}")
         sh(str(python), "-m", "pip", "install", "-q", *missing)
     probe = _probe(python)
-    if not Path(probe[1]).is_relative_to(ROOT / "src"):  # another checkout's, from the system
+    if not _ours(probe[1]):  # another checkout's, installed in the system
         log(f"the venv sees chordguard from {probe[1]}; installing {ROOT} into the venv only")
         sh(str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT))
         probe = _probe(python)
-        if not Path(probe[1]).is_relative_to(ROOT / "src"):
+        if not _ours(probe[1]):
             raise SystemExit(f"the venv sees chordguard from {probe[1]}, not from {ROOT}")
     if probe[0] != celery_version():
         raise SystemExit(f"the venv sees celery {probe[0]}, not {celery_version()}")
@@ -160,6 +160,10 @@ def _probe(python: Path) -> list[str]:
     """The Celery version and the chordguard file the venv imports."""
     return sh(str(python), "-c", "import celery, chordguard; print(celery.__version__, "
               "chordguard.__file__)").stdout.split()
+
+
+def _ours(module_file: str) -> bool:
+    return Path(module_file).resolve().is_relative_to(ROOT / "src")
 
 
 def ensure_suite(python: Path, version: str) -> Path:
