@@ -204,7 +204,7 @@ def _after_deadline(app: Any, guard: Any) -> None:
         until = max(s["deadline_at"] for s in _snapshots.values()) + slack
         print(f"\ncelery-acceptance: waiting up to {until - started:.0f} s for {len(_snapshots)} "
               "open chord(s) to end (their deadline and the reaper)", flush=True)
-        still_open = _wait_for_ends(guard, until, settle=settings.reaper_interval)
+        still_open = _wait_for_ends(guard, until, 2 * settings.reaper_interval + 5.0)
         _emit({"kind": "reaper_wait", "seconds": round(time.time() - started, 1),
                "bound": round(until - started, 1), "chords": len(_snapshots),
                "still_open": still_open})
@@ -230,18 +230,19 @@ def _after_deadline(app: Any, guard: Any) -> None:
 
 
 def _wait_for_ends(guard: Any, until: float, settle: float) -> int:
-    """Sleep until every snapshotted chord is closed in the journal, then ``settle`` more, or
-    until ``until``; return how many were still open.
+    """Sleep until every snapshotted chord is closed in the journal, or until ``until``;
+    return how many were still open.
 
-    The guard closes a chord's record before it changes any of its results (``dead_letter``
-    ends the record, then fails the callback), so once all are closed only a failure already
-    under way can still change one: ``settle`` (a reaper interval) lets it land.
+    Only ``dead_letter`` changes a chord's results, and it closes the record first (then
+    fails the callback): when one of these chords was dead-lettered, ``settle`` more seconds
+    let a failure under way land. A record closed as succeeded or failed changes no result.
     """
     while True:
-        still_open = sum(1 for chord_id in _snapshots
-                         if (r := guard.store.chord(chord_id)) is not None and r.open)
+        records = [guard.store.chord(chord_id) for chord_id in _snapshots]
+        still_open = sum(1 for r in records if r is not None and r.open)
         if not still_open:
-            time.sleep(max(0.0, min(settle, until - time.time())))
+            if any(r is not None and r.state == "dead_lettered" for r in records):
+                time.sleep(max(0.0, min(settle, until - time.time())))
             return 0
         if time.time() >= until:
             return still_open
