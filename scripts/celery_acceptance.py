@@ -7,10 +7,12 @@ plain and fail guarded — the goal is none — with a table of outcomes. Exit s
 diff is empty, 1 when it is not, 2 when the harness itself could not run.
 
 Everything runs in a virtualenv with the system site packages (``.cache/acceptance-venv``), so
-the editable chordguard and the installed Celery are used while extra test dependencies never
-reach the global interpreter. Each run gets its own broker vhost (or Redis db), result backend
-db and guard store; runs go one after the other. See scripts/celery_acceptance_plugin.py for
-how the guard is installed into Celery's test app and worker.
+the installed Celery is used while extra test dependencies never reach the global interpreter;
+chordguard is this checkout's (installed editable into the venv when the system's is another
+checkout's, e.g. in a second worktree). Each run gets its own broker vhost (or Redis db),
+result backend db and guard store; runs go one after the other. See
+scripts/celery_acceptance_plugin.py for how the guard is installed into Celery's test app and
+worker.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class Run:
     backend: str
     mode: str
     seconds: float = 0.0
+    waited: float = 0.0  # of ``seconds``: the guarded run waiting for open chords to end
     exit_code: int | None = None
     outcomes: dict[str, str] = field(default_factory=dict)
     messages: dict[str, str] = field(default_factory=dict)
@@ -140,12 +143,27 @@ def ensure_venv() -> Path:
     if missing:
         log(f"installing into the venv only: {' '.join(missing)}")
         sh(str(python), "-m", "pip", "install", "-q", *missing)
-    probe = sh(str(python), "-c", "import celery, chordguard; print(celery.__version__, "
-               "chordguard.__file__)").stdout.split()
+    probe = _probe(python)
+    if not _ours(probe[1]):  # another checkout's, installed in the system
+        log(f"the venv sees chordguard from {probe[1]}; installing {ROOT} into the venv only")
+        sh(str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT))
+        probe = _probe(python)
+        if not _ours(probe[1]):
+            raise SystemExit(f"the venv sees chordguard from {probe[1]}, not from {ROOT}")
     if probe[0] != celery_version():
         raise SystemExit(f"the venv sees celery {probe[0]}, not {celery_version()}")
     log(f"venv: celery {probe[0]}, chordguard from {probe[1]}")
     return python
+
+
+def _probe(python: Path) -> list[str]:
+    """The Celery version and the chordguard file the venv imports."""
+    return sh(str(python), "-c", "import celery, chordguard; print(celery.__version__, "
+              "chordguard.__file__)").stdout.split()
+
+
+def _ours(module_file: str) -> bool:
+    return Path(module_file).resolve().is_relative_to(ROOT / "src")
 
 
 def ensure_suite(python: Path, version: str) -> Path:
@@ -249,6 +267,8 @@ def read_report(run: Run, path: Path) -> None:
             run.dead_letters.append(item)
         elif kind == "guard_check":
             run.guard_check = item
+        elif kind == "reaper_wait":
+            run.waited = float(item.get("seconds") or 0.0)
 
 
 def source_state() -> str:
@@ -306,7 +326,8 @@ def run_suite(python: Path, suite: Path, backend: str, mode: str, args) -> Run:
     cleanup(backend, mode, args.broker)
     read_report(run, report)
     log(f"{backend} {mode}: {run.count('passed')} passed, {run.count('failed')} failed, "
-        f"{run.count('error')} errors in {run.seconds:.0f} s (pytest exit {proc.returncode})")
+        f"{run.count('error')} errors in {run.seconds:.0f} s, of which {run.waited:.0f} s "
+        f"waiting for open chords to end (pytest exit {proc.returncode})")
     if mode == "guarded" and not (run.guard_check and run.guard_check.get("ok")):
         raise SystemExit(f"the guard was not verified in the {backend} run: "
                          f"{run.guard_check or 'no check reported'}; see {run.log}")
@@ -318,12 +339,14 @@ def run_suite(python: Path, suite: Path, backend: str, mode: str, args) -> Run:
 def summarize(runs: list[Run], version: str, args) -> tuple[str, int]:
     lines = [f"Celery {version} {SUITE} -k {args.k!r}"
              + (f" (subset of {len(args.tests)} ids)" if args.tests else ""), "",
-             "| backend | mode | passed | failed | errors | skipped/xfail | time | source |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| backend | mode | passed | failed | errors | skipped/xfail | time | of which "
+             "waiting for open chords | source |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         lines.append(f"| {run.backend} | {run.mode} | {run.count('passed')} | "
                      f"{run.count('failed', 'xpassed')} | {run.count('error')} | "
-                     f"{run.count('skipped', 'xfailed')} | {run.seconds:.0f} s | {run.source} |")
+                     f"{run.count('skipped', 'xfailed')} | {run.seconds:.0f} s | "
+                     f"{run.waited:.0f} s | {run.source} |")
     regressions = 0
     by_backend: dict[str, dict[str, Run]] = {}
     for run in runs:
@@ -421,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps([{
             "backend": r.backend, "mode": r.mode, "seconds": round(r.seconds, 1),
+            "waited": round(r.waited, 1),
             "source": r.source,
             "outcomes": r.outcomes, "messages": r.messages, "flips": r.flips,
             "dead_letters": r.dead_letters} for r in runs], indent=1))

@@ -20,10 +20,10 @@ handlers, chordguard's ``celery.chord_unlock``, the store). A probe task run by 
 proves it from inside a pool child. Celery's embedded worker never sends ``worker_ready``, so
 the guard's reaper (started on that signal) is started here, in the worker's process.
 
-After the last test, before the worker stops, the plugin waits until every chord journaled
-during the run is past its deadline and the reaper has had its passes, then reads again every
-result id of each chord body that was still open in the journal when its test ended: a result
-that was SUCCESS at the end of its test and is something else now was changed by the guard
+After the last test, before the worker stops, the plugin waits until every chord still open
+in the journal at the end of its test has ended (at most until it is past its deadline and
+the reaper has had its passes), then reads again every result id of each such chord body: a
+result that was SUCCESS at the end of its test and is something else now was changed by the guard
 after the test had passed (issue 8, finding 3). Those are reported against the test.
 """
 
@@ -196,16 +196,18 @@ def _snapshot(test: str, app: Any) -> None:
 
 
 def _after_deadline(app: Any, guard: Any) -> None:
-    """Wait for every snapshotted chord's deadline and the reaper, then look for flips."""
+    """Wait until the guard can no longer change a snapshotted chord, then look for flips."""
     settings = guard.settings
     slack = settings.unlock_max_interval + 5.0 + 2 * settings.reaper_interval + 5.0
     if _snapshots:
+        started = time.time()
         until = max(s["deadline_at"] for s in _snapshots.values()) + slack
-        wait = max(0.0, until - time.time())
-        _emit({"kind": "reaper_wait", "seconds": round(wait, 1), "chords": len(_snapshots)})
-        print(f"\ncelery-acceptance: waiting {wait:.0f} s for {len(_snapshots)} open chord(s) "
-              "to pass their deadline and the reaper", flush=True)
-        time.sleep(wait)
+        print(f"\ncelery-acceptance: waiting up to {until - started:.0f} s for {len(_snapshots)} "
+              "open chord(s) to end (their deadline and the reaper)", flush=True)
+        still_open = _wait_for_ends(guard, until, 2 * settings.reaper_interval + 5.0)
+        _emit({"kind": "reaper_wait", "seconds": round(time.time() - started, 1),
+               "bound": round(until - started, 1), "chords": len(_snapshots),
+               "still_open": still_open})
     guard.parts.flush()
     for chord_id, snap in _snapshots.items():
         now = _states(app, list(snap["states"]))
@@ -225,6 +227,26 @@ def _after_deadline(app: Any, guard: Any) -> None:
         _emit({"kind": "dead_letter", "test": test, "chord": letter.chord_id,
                "callback": letter.callback_name, "reason": letter.reason,
                "after_test": letter.chord_id in _snapshots})
+
+
+def _wait_for_ends(guard: Any, until: float, settle: float) -> int:
+    """Sleep until every snapshotted chord is closed in the journal, or until ``until``;
+    return how many were still open.
+
+    Only ``dead_letter`` changes a chord's results, and it closes the record first (then
+    fails the callback): when one of these chords was dead-lettered, ``settle`` more seconds
+    let a failure under way land. A record closed as succeeded or failed changes no result.
+    """
+    while True:
+        records = [guard.store.chord(chord_id) for chord_id in _snapshots]
+        still_open = sum(1 for r in records if r is not None and r.open)
+        if not still_open:
+            if any(r is not None and r.state == "dead_lettered" for r in records):
+                time.sleep(max(0.0, min(settle, until - time.time())))
+            return 0
+        if time.time() >= until:
+            return still_open
+        time.sleep(min(1.0, max(0.0, until - time.time())))
 
 
 def _message(report: pytest.TestReport) -> str:

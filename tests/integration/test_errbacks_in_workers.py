@@ -9,6 +9,7 @@ import redis
 from celery import chord
 
 from tests.cluster import REDIS_URL, chordguard_cli, wait_for
+from tests.guard_support import ended
 
 
 def test_revoke_runs_old_style_errbacks_in_a_worker(make_cluster, tmp_path):
@@ -40,3 +41,5 @@ def test_revoke_runs_old_style_errbacks_in_a_worker(make_cluster, tmp_path):
     assert [json.loads(r)["pid"] for r in ran] == [worker.process.pid]  # in the worker
     assert "RAISING ERRBACK" in worker.output() and "blew up" in worker.output()
     assert spared.get(timeout=30) == 5
+    record = ended(store, doomed.parent.id)  # the operator's reason, not "recorded by Celery"
+    assert record.state == "failed" and "Celery" not in record.reason, record.reason

@@ -194,17 +194,23 @@ def test_a_failed_journal_leaves_the_chord_as_celery_runs_it(make_cluster, tmp_p
     assert result.get(timeout=20) == 6
 
 
-def test_a_chord_bodied_chord_celery_failed_is_closed_not_failed_again(make_cluster, tmp_path):
-    """Redis: a header fails; Celery fails the chord body itself (on the callback's own id,
-    not a task of the body). Past the deadline the reaper closes the record as failed, never
-    dead-letters it as counter_lost, and runs no errback a second time."""
-    conf = guard_conf(tmp_path, deadline=4)
+@pytest.mark.parametrize("shape", ["task", "chain", "group", "chord"])
+def test_a_chord_celery_failed_is_closed_at_once_not_failed_again(make_cluster, tmp_path,
+                                                                  shape):
+    """Redis: a header fails; Celery fails the chord's body itself (for a chord body, on the
+    callback's own id, not a task of the body). The journal closes the record as failed at
+    once (the deadline is far off: not the reaper), with no dead letter, and no errback runs
+    a second time."""
+    conf = guard_conf(tmp_path, deadline=600)
     url = conf["guard"]["store"]
     cluster = make_cluster(REDIS_URL, REDIS_URL, conf)
     cluster.start_worker()
     app, key = cluster.app, f"cg:{cluster.namespace}:errbacks"
-    body = chord([app.signature("t.collect"), app.signature("t.collect")],
-                 app.signature("t.collect"))
+    collect = app.signature("t.collect")
+    body = {"task": collect, "chain": app.signature("t.echo") | collect,
+            "group": group(collect, app.signature("t.collect")),
+            "chord": chord([collect, app.signature("t.collect")], app.signature("t.collect")),
+            }[shape]
     result = chord([app.signature("t.add", (1, 1)), app.signature("t.fail", ("header",))])(
         body.set(link_error=[app.signature("t.note", kwargs={"key": key})]))
     with pytest.raises(Exception, match="header"):
@@ -212,5 +218,41 @@ def test_a_chord_bodied_chord_celery_failed_is_closed_not_failed_again(make_clus
     wait_for(lambda: trace_redis().llen(key) >= 1, 20, what="the errback Celery runs")
     record = ended(url, result.parent.id, timeout=30)
     assert record.state == "failed" and record.reason == "callback FAILURE recorded by Celery"
+    assert record.ended_at < record.deadline_at - 500
     assert [d for d in open_store(url).dead_letters() if d.chord_id == result.parent.id] == []
-    assert trace_redis().llen(key) == 1  # Celery's one errback run, not a second
+    time.sleep(1)
+    assert trace_redis().llen(key) == (2 if shape == "group" else 1)  # Celery's runs only
+
+
+def test_a_body_chordguard_fails_is_left_to_chordguard_and_one_celery_fails_is_closed(
+        make_cluster, tmp_path):
+    """``fail_callback`` (chordguard's own failures: revoke, dead letters) leaves the record
+    to its caller, who writes its own reason; the same call by Celery closes it."""
+    from chordguard._compat import chord_error
+    from chordguard.actions.callback import fail_callback
+
+    conf = guard_conf(tmp_path, deadline=600)
+    url = conf["guard"]["store"]
+    app = make_cluster(REDIS_URL, REDIS_URL, conf).app  # no worker: the header waits
+    sent = []
+
+    def keep(body=None, **_):
+        sent.append(body[2]["chord"])  # the body as a header message carries it
+
+    after_task_publish.connect(keep, weak=False)
+    try:
+        result = chord([app.signature("t.add", (1, 1))])(app.signature("t.tsum"))
+    finally:
+        after_task_publish.disconnect(keep)
+    body = app.signature(sent[0])
+    assert body.id == result.id and "chordguard" in body.options["headers"]  # stamped
+    fail_callback(app, body, chord_error("failed by chordguard"))
+    assert result.state == "FAILURE"
+    assert open_store(url).chord(result.parent.id).open
+    error = chord_error("failed by Celery")
+    try:  # as Celery does it: inside the handling of the error
+        raise error
+    except type(error):
+        app.backend.chord_error_from_stack(body, error)
+    record = open_store(url).chord(result.parent.id)
+    assert record.state == "failed" and record.reason == "callback FAILURE recorded by Celery"

@@ -16,6 +16,7 @@ import contextlib
 import io
 import sys
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,13 +40,25 @@ def fail_callback(app: Celery, callback: Mapping[str, Any], error: BaseException
     errbacks; a task body runs its errbacks). Inside an ``except`` block Celery's error is
     stored with the exception being handled, as Celery's own chord_unlock does."""
     signature = _signature(app, callback)
-    if sys.exc_info()[1] is not None:
-        app.backend.chord_error_from_stack(signature, error)
-        return
-    try:  # chord_error_from_stack stores the traceback being handled: there must be one
-        raise error
-    except type(error):
-        app.backend.chord_error_from_stack(signature, error)
+    mark = _failing.set(True)
+    try:
+        if sys.exc_info()[1] is not None:
+            app.backend.chord_error_from_stack(signature, error)
+            return
+        try:  # chord_error_from_stack stores the traceback being handled: there must be one
+            raise error
+        except type(error):
+            app.backend.chord_error_from_stack(signature, error)
+    finally:
+        _failing.reset(mark)
+
+
+_failing: ContextVar[bool] = ContextVar("chordguard_failing_callback", default=False)
+
+
+def failing_here() -> bool:
+    """Is ``fail_callback`` at work in this context (chordguard failing a body, not Celery)?"""
+    return _failing.get()
 
 
 def old_style_errbacks(app: Celery, callback: Mapping[str, Any]) -> list[str]:

@@ -1,8 +1,9 @@
 """The guard: what ``install(app)`` puts inside a Celery app.
 
-Journal (``journal``), bounded ``celery.chord_unlock`` (``unlock``), lost-header detection
-(``presence``), the deadline reaper (``reaper``), task patterns (``tasks``), circuit breakers
-(``breaker``) and how a chord is ended and dead-lettered (``ending``).
+Journal (``journal``, ``celery_failed``), bounded ``celery.chord_unlock`` (``unlock``),
+lost-header detection (``presence``), the deadline reaper (``reaper``), task patterns
+(``tasks``), circuit breakers (``breaker``) and how a chord is ended and dead-lettered
+(``ending``).
 """
 
 from .install import install

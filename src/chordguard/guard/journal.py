@@ -9,7 +9,7 @@
 - finished parts: ``task_postrun`` of a header task appends to the process's PartBuffer;
 - the end: ``task_postrun`` of a stamped final task ends the record once the whole body is
   ready; a failed one is dead-lettered with its inputs and traceback and counts for its
-  breaker.
+  breaker; a body Celery fails itself ends it as failed (``celery_failed``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from celery.utils.functional import _regen
 from ..model import STAMP
 from ..store.clock import store_now
 from ..store.records import FAILED, SUCCEEDED, ChordRecord, PartUpdate, jsonable
-from . import breaker
+from . import breaker, celery_failed
 from .body import UnknownBody, body_outcome, final_tasks, is_single_task, result_tree
 from .ending import dead_letter, ensure_record
 from .state import Guard, guard_of
@@ -75,6 +75,7 @@ def _wrap_backend(guard: Guard, backend: Any) -> None:
         return original(header_result_args, body, **kwargs)
 
     backend.apply_chord = apply_chord
+    celery_failed.wrap(guard, backend)
     setattr(backend, WRAPPED, True)
 
 

@@ -27,6 +27,7 @@ from .state import Guard
 
 logger = logging.getLogger(__name__)
 PURGE_EVERY = 3600.0
+FAILED_BY_CELERY = "callback FAILURE recorded by Celery"
 
 
 def reap(guard: Guard, now: float | None = None) -> list[str]:
@@ -43,11 +44,11 @@ def reap(guard: Guard, now: float | None = None) -> list[str]:
 
 
 def _end(guard: Guard, record: ChordRecord, now: float) -> bool:
-    outcome = _body_outcome(guard, record)
+    outcome = recorded_outcome(guard, record)
     if outcome == "SUCCESS":
         return guard.store.finish_chord(record.id, SUCCEEDED, "callback succeeded (reaper)")
     if outcome == "FAILURE":
-        return guard.store.finish_chord(record.id, FAILED, "callback FAILURE recorded by Celery")
+        return guard.store.finish_chord(record.id, FAILED, FAILED_BY_CELERY)
     inputs, states = header_inputs(guard, record.header_ids)
     why = "deadline"
     if record.kind == ChordKind.REDIS.value and _counter_lost(guard, record):
@@ -58,7 +59,7 @@ def _end(guard: Guard, record: ChordRecord, now: float) -> bool:
     return dead_letter(guard, record, reason, inputs, header_states=states) is not None
 
 
-def _body_outcome(guard: Guard, record: ChordRecord) -> str | None:
+def recorded_outcome(guard: Guard, record: ChordRecord) -> str | None:
     """SUCCESS/FAILURE once every task Celery waits on for the body is ready, or FAILURE
     when Celery itself failed the callback (a failed header: Celery marks the callback's own
     id, which for a chord body is not a task of the body); else PENDING, or None when
