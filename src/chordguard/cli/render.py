@@ -97,11 +97,11 @@ def print_status(console: Console, snapshot: Snapshot, chords: list[Chord] | Non
 
 
 def chord_detail(chord: Chord, verbose: bool) -> Group:
+    """Everything known about one chord, for ``inspect``."""
     from rich.console import Group
     from rich.panel import Panel
     from rich.table import Table
 
-    """Everything known about one chord, for ``inspect``."""
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
