@@ -374,7 +374,8 @@ def summarize(runs: list[Run], version: str, args) -> tuple[str, int]:
     lines += ["", "Failing in every mode that ran (Celery's own or the environment's):"]
     for backend, pair in by_backend.items():
         both = sorted(set.intersection(*(r.failing() for r in pair.values())))
-        lines += [f"- {backend}: {t}: {pair['plain'].messages.get(t, '')}" for t in both]
+        first = next(iter(pair.values()))  # a one-mode run has no plain run to quote
+        lines += [f"- {backend}: {t}: {first.messages.get(t, '')}" for t in both]
     for run in runs:
         if not run.dead_letters:
             continue
