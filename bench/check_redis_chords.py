@@ -1,26 +1,33 @@
-"""`chordguard check` over 10,000 in-flight Redis chords, against a Celery-native baseline.
+"""`chordguard check` over 10,000 Redis chords with their header messages queued, against a
+Celery-native baseline.
 
-    python bench/check_redis_chords.py [--chords 10000] [--rounds 3] [--redis URL]
+    python bench/check_redis_chords.py [--chords 10000] [--rounds 3] [--redis URL] [--json]
 
 (``--redis``, or ``CG_TEST_REDIS``: a private server for 100,000 chords, so the shared one
-is not flooded.) Each round also reports the peak RSS of both processes (``wait4``).
+is not flooded.) Each round also reports the peak RSS of both processes (GNU time).
 
-Chords are made the real way, with Celery's own Redis backend calls (``set_chord_size``,
-then ``store_result`` + ``on_chord_part_return`` for 0-2 of 4 header parts each) — the first
-3,000; beyond that, byte-for-byte copies of their keys (DUMP/RESTORE) under new group ids —
-under a key prefix of their own (``result_backend_transport_options['global_keyprefix']``),
-and deleted afterwards. Both sides run as fresh processes, end to end, against the same keys:
+Chords are published for real: ``chord([add, add])(tsum)`` through Celery by ``--publishers``
+processes side by side, so the broker holds their 20,000 header messages (nobody consumes
+the queue) and the result backend the chord keys Celery writes (``set_chord_size``), under a
+key prefix of their own (``global_keyprefix`` of broker and backend), deleted afterwards
+(``--keep`` keeps them, and ``--prefix`` of a kept run reuses them). Every chord is stuck
+(``no_consumer``): ``check`` must name all of them and exit 1. Both sides run as fresh
+processes, end to end, against the same keys and messages:
 
-* chordguard: ``chordguard -A bench.check_redis_chords check --max-hours 1``;
-* baseline: what Celery offers to read a chord's state: nothing lists chords, so the group
-  ids are found with the same SCAN, then per chord the backend's own calls, one at a time as
-  Celery's code does (``backend.get`` of ``.s``, ``ZCARD``/``GET`` of ``.j``/``.t``, ``TTL``
-  of ``.s``): size, progress and time left, less than chordguard reports.
+* chordguard: ``chordguard -A bench.check_redis_chords check --max-hours 1`` (``--json``);
+* baseline: what Celery offers to read a chord's state: nothing lists chords or peeks at a
+  queue, so the group ids are found with the same SCAN, then per chord the backend's own
+  calls, one at a time as Celery's code does (``backend.get`` of ``.s``, ``ZCARD``/``GET`` of
+  ``.j``/``.t``, ``TTL`` of ``.s``), and the queue is read with LRANGE, each message decoded
+  as kombu would to find its group: size, progress, time left and queued parts, less than
+  chordguard reports.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import statistics
 import subprocess
@@ -30,14 +37,15 @@ import time
 import uuid
 from pathlib import Path
 
-from celery import Celery, states
-from celery.app.task import Context
+from celery import Celery, chord
+from celery._state import _set_task_join_will_block
+
+from chordguard._compat import publish_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("CG_TEST_REDIS", "redis://127.0.0.1:6379/0")
 PREFIX_ENV = "CG_BENCH_PREFIX"
-HEADER = 4
-REAL_CHORDS = 3000  # made through Celery's backend calls; more are copies of these
+HEADER = 2
 
 
 def make_app(prefix: str) -> Celery:
@@ -51,63 +59,60 @@ def make_app(prefix: str) -> Celery:
 app = make_app(os.environ[PREFIX_ENV]) if os.environ.get(PREFIX_ENV) else None
 
 
-def create(app: Celery, count: int) -> None:
-    """``count`` in-flight chords of HEADER parts, ``i % 3`` of them returned: the first
-    REAL_CHORDS made through Celery's backend, the rest byte-for-byte copies of their keys
-    under new group ids (``clone``), so 100,000 take seconds to make, not an hour."""
-    backend = app.backend
-    callback = app.signature("bench.callback")
-    callback.freeze()
-    made = []
-    for i in range(min(count, REAL_CHORDS)):
-        gid = str(uuid.uuid4())
-        made.append(gid)
-        backend.set_chord_size(gid, HEADER)
-        for index in range(i % 3):
-            request = Context(id=str(uuid.uuid4()), group=gid, group_index=index,
-                              chord=dict(callback))
-            backend.store_result(request.id, index, states.SUCCESS, request=request)
-            backend.on_chord_part_return(request, states.SUCCESS, index)
-    clone(app, made, count - len(made))
+def publish(app: Celery, count: int) -> None:
+    """``count`` chords of HEADER ``bench.add`` parts and a ``bench.tsum`` callback, each
+    published by Celery (``chord(...)(callback)``), a thousand per kombu producer batch (one
+    pipeline of LPUSHes). The process does not listen for results (as a worker, which sets
+    the same flag: Celery's Redis backend would subscribe to every task sent)."""
+    _set_task_join_will_block(True)
+    for start in range(0, count, 1000):
+        with app.producer_or_acquire() as producer, publish_batch(producer):
+            for i in range(start, min(count, start + 1000)):
+                chord([app.signature("bench.add", (i, n)) for n in range(HEADER)])(
+                    app.signature("bench.tsum"), producer=producer)
 
 
-def clone(app: Celery, group_ids: list[str], count: int) -> None:
-    """``count`` more chords: DUMP/RESTORE of the chord keys of ``group_ids``, in turn."""
+def create(app: Celery, count: int, publishers: int = 4) -> None:
+    """``count`` chords published by ``publishers`` processes side by side (``publish``)."""
+    prefix = app.conf.broker_transport_options["global_keyprefix"]
+    env = {**os.environ, PREFIX_ENV: prefix, "CG_TEST_REDIS": app.conf.broker_url}
+    shares = [count // publishers + (n < count % publishers) for n in range(publishers)]
+    procs = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--publish",
+                               str(share)], env=env, cwd=ROOT) for share in shares if share]
+    for proc in procs:
+        assert proc.wait() == 0, "a publisher failed"
+
+
+def existing(app: Celery) -> int:
+    """Chords already made under the app's prefix (their ``.s`` keys)."""
     client = app.backend.client
-    prefix = app.backend.group_keyprefix.decode()
-    dumps = []
-    for gid in group_ids:
-        keys = [prefix + gid + suffix for suffix in (".s", ".j", ".t", ".d", ".c")]
-        with client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.dump(key)
-                pipe.pttl(key)
-            replies = pipe.execute()
-        dumps.append([(key[len(prefix) + len(gid):], replies[2 * i], replies[2 * i + 1])
-                      for i, key in enumerate(keys) if replies[2 * i] is not None])
-    pipe = client.pipeline(transaction=False)
-    for made in range(count):
-        gid = str(uuid.uuid4())
-        for suffix, payload, ttl in dumps[made % len(dumps)]:
-            pipe.restore(prefix + gid + suffix, max(ttl, 0), payload)
-        if made % 2000 == 1999:
-            pipe.execute()
-    pipe.execute()
+    return sum(1 for _ in client.scan_iter(match=app.backend.group_keyprefix + b"*.s",
+                                           count=5000))
 
 
 def baseline(app: Celery) -> int:
-    """Celery-native: per chord, the backend's own one-at-a-time reads."""
+    """Celery-native: per chord, the backend's own one-at-a-time reads; the queue read and
+    each message decoded as kombu does, to count each chord's queued parts."""
     backend = app.backend
     client = backend.client
     prefix = backend.group_keyprefix
     ids = {key[len(prefix):-2] for key in client.scan_iter(match=prefix + b"*.s", count=5000)}
+    queued: dict[str, int] = {}
+    queue = app.conf.broker_transport_options["global_keyprefix"] + "celery"
+    for start in range(0, client.llen(queue), 1000):
+        for raw in client.lrange(queue, start, start + 999):
+            message = json.loads(raw)
+            json.loads(base64.b64decode(message["body"]))
+            group = message["headers"].get("group")
+            queued[group] = queued.get(group, 0) + 1
     seen = 0
     for gid in ids:
         size = backend.get(prefix + gid + b".s")
         done = client.zcard(prefix + gid + b".j")
         extra = client.get(prefix + gid + b".t")
         ttl = client.ttl(prefix + gid + b".s")
-        seen += size is not None and done <= int(size) + int(extra or 0) and ttl != -2
+        seen += size is not None and ttl != -2 and \
+            done + queued.get(gid.decode(), 0) == int(size) + int(extra or 0)
     return seen
 
 
@@ -119,15 +124,32 @@ def delete_all(app: Celery, prefix: str) -> int:
     return removed
 
 
-def timed(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (MiB, GNU time's %M) and stdout of one run, which must exit 0."""
+def timed(args: list[str], env: dict[str, str], code: int | None,
+          ) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (MiB, GNU time's %M) and stdout of one run, which must exit
+    ``code`` (None: any)."""
     with tempfile.NamedTemporaryFile("r") as peak:
         start = time.perf_counter()
         proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", peak.name, *args], env=env,
                               cwd=ROOT, capture_output=True, text=True, timeout=600)
         seconds = time.perf_counter() - start
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert code is None or proc.returncode == code, proc.stdout[-3000:] + proc.stderr[-3000:]
         return seconds, int(peak.read().split()[-1]) // 1024, proc.stdout
+
+
+def judged(out: str, chords: int, as_json: bool) -> None:
+    """Every chord judged stuck, ``no_consumer``: the health counts in ``check``'s output
+    (the JSON lists its first page of chords, the table its first rows)."""
+    if as_json:
+        document = json.loads(out)
+        health = document["health"]
+        assert health["stuck_chords"] == chords, health
+        assert health["diagnoses"] == {"no_consumer": chords}, health
+        assert document["chords_total"] == chords, document["chords_total"]
+    else:
+        assert f"{chords} in flight" in out and f"{chords} with blocking problems" in out, \
+            out[-2000:]
+        assert f"diagnoses: no_consumer {chords}" in out, out[-2000:]
 
 
 def main() -> None:
@@ -137,32 +159,47 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline-rounds", type=int, help="default: --rounds")
     parser.add_argument("--redis", default=REDIS_URL, help="Redis URL (broker and backend)")
+    parser.add_argument("--json", action="store_true", help="time `check --json`")
+    parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--keep", action="store_true", help="leave the chords for a rerun")
+    parser.add_argument("--prefix", help="the key prefix of a kept run: reuse its chords")
     parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--publish", type=int, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.baseline:  # the baseline's own process
         print(baseline(app))
         return
+    if opts.publish is not None:  # one publisher's process
+        publish(app, opts.publish)
+        return
     REDIS_URL = opts.redis
-    prefix = f"cgbench{uuid.uuid4().hex[:8]}:"
+    prefix = opts.prefix or f"cgbench{uuid.uuid4().hex[:8]}:"
     env = {**os.environ, PREFIX_ENV: prefix, "CG_TEST_REDIS": opts.redis,
            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     bench_app = make_app(prefix)
-    check = [sys.executable, "-m", "chordguard", "-A", "bench.check_redis_chords", "check",
-             "--max-hours", "1"]
+    check = [sys.executable, "-m", "chordguard", "-A", "bench.check_redis_chords",
+             *(["--json"] if opts.json else []), "check", "--max-hours", "1"]
     base = [sys.executable, str(Path(__file__).resolve()), "--baseline"]
     try:
         started = time.perf_counter()
-        create(bench_app, opts.chords)
-        print(f"created {opts.chords} chords in {time.perf_counter() - started:.1f} s "
-              f"(load average {os.getloadavg()[0]:.2f})")
+        if existing(bench_app) != opts.chords:
+            create(bench_app, opts.chords, opts.publishers)
+        print(f"prefix {prefix}: {opts.chords} chords, "
+              f"{bench_app.backend.client.llen(prefix + 'celery')} queued messages, made in "
+              f"{time.perf_counter() - started:.1f} s (load average {os.getloadavg()[0]:.2f})")
         rows: dict[str, list[tuple[float, int]]] = {"chordguard check": [], "celery baseline": []}
         for round_ in range(opts.rounds):
-            seconds, peak, out = timed(check, env)
-            assert f"{opts.chords} in flight" in out, out
+            seconds, peak, out = timed(check, env, None)
+            try:
+                judged(out, opts.chords, opts.json)
+            except AssertionError:  # a verdict that is not the definite one: say which
+                print(f"round {round_ + 1}: NOT every chord judged ({seconds:.2f} s): "
+                      + next((line for line in out.splitlines() if "unknown" in line),
+                             out[-300:]))
             rows["chordguard check"].append((seconds, peak))
             if round_ >= (opts.rounds if opts.baseline_rounds is None else opts.baseline_rounds):
                 continue
-            seconds, peak, out = timed(base, env)
+            seconds, peak, out = timed(base, env, 0)
             assert out.strip() == str(opts.chords), out
             rows["celery baseline"].append((seconds, peak))
         for name, runs in rows.items():
@@ -175,7 +212,8 @@ def main() -> None:
               f"{statistics.median(ours) / statistics.median(theirs):.2f}  "
               f"(load average {os.getloadavg()[0]:.2f})")
     finally:
-        print(f"deleted {delete_all(bench_app, prefix)} bench keys")
+        if not opts.keep:
+            print(f"deleted {delete_all(bench_app, prefix)} bench keys")
 
 
 if __name__ == "__main__":

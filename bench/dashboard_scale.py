@@ -3,8 +3,9 @@
     python bench/dashboard_scale.py [--chords 100000] [--seconds 40] --redis URL
 
 (``--redis``: a private server, broker and backend, so the shared one is not flooded.)
-Chords are made as ``bench/check_redis_chords.py`` makes them (Celery's own backend calls,
-then DUMP/RESTORE copies under a key prefix of their own, deleted afterwards). Then
+Chords are published as ``bench/check_redis_chords.py`` publishes them (through Celery, their
+header messages queued, under a key prefix of their own, deleted afterwards unless
+``--keep``; ``--prefix`` reuses a kept run's). Then
 ``chordguard -A bench.check_redis_chords serve`` runs as a subprocess on a free loopback
 port, with a background snapshot every ``--refresh`` seconds; the bench waits for its first
 snapshot (the time it took, by the sources' own figures and from the process start), then
@@ -88,9 +89,11 @@ def main() -> None:
     parser.add_argument("--redis", default=chords.REDIS_URL, help="Redis URL (broker and backend)")
     parser.add_argument("--serve-arg", action="append", default=[],
                         help="extra `serve` option (repeatable), e.g. --serve-arg=--refresh=30")
+    parser.add_argument("--keep", action="store_true", help="leave the chords for a rerun")
+    parser.add_argument("--prefix", help="the key prefix of a kept run: reuse its chords")
     opts = parser.parse_args()
     chords.REDIS_URL = opts.redis
-    prefix = f"cgbench{uuid.uuid4().hex[:8]}:"
+    prefix = opts.prefix or f"cgbench{uuid.uuid4().hex[:8]}:"
     env = {**os.environ, chords.PREFIX_ENV: prefix, "CG_TEST_REDIS": opts.redis,
            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     env.pop("CHORDGUARD_TOKEN", None)
@@ -100,8 +103,9 @@ def main() -> None:
     process = None
     try:
         started = time.perf_counter()
-        chords.create(app, opts.chords)
-        print(f"created {opts.chords} chords in {time.perf_counter() - started:.1f} s "
+        if chords.existing(app) != opts.chords:
+            chords.create(app, opts.chords)
+        print(f"made {opts.chords} chords in {time.perf_counter() - started:.1f} s "
               f"(load average {os.getloadavg()[0]:.2f})")
         started = time.perf_counter()
         process = start_serve(env, port, opts.refresh, log, opts.serve_arg)
@@ -160,7 +164,8 @@ def main() -> None:
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(20)
-        print(f"deleted {chords.delete_all(app, prefix)} bench keys")
+        if not opts.keep:
+            print(f"deleted {chords.delete_all(app, prefix)} bench keys")
 
 
 def _ms(seconds: float) -> str:

@@ -1,7 +1,7 @@
 """durable_chord against Celery's own chords: fan-in latency, throughput, store round trips.
 
     python bench/durable_fanin.py [--latency-chords 30] [--chords 40] [--headers 25]
-                                  [--rounds 3] [--store-port PORT]
+                                  [--rounds 3] [--store-port PORT] [--pool threads|prefork]
 
 The broker (and the trace lists) is ``CG_TEST_REDIS`` (default the shared 6379).
 
@@ -40,6 +40,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -145,7 +148,8 @@ class PrivateDatabase:
 
 class Bench:
     def __init__(self, tmp: Path, private_redis: PrivateRedis, store_db: PrivateDatabase,
-                 backend_db: PrivateDatabase) -> None:
+                 backend_db: PrivateDatabase, pool: str = "threads") -> None:
+        self.servers = (private_redis, store_db, backend_db)
         self.trace = redis.Redis.from_url(REDIS_URL)
         durable = {"cg_durable": True, "task_ignore_result": True}
         self.clusters = {
@@ -157,7 +161,7 @@ class Bench:
                                   tmp),
         }
         for cluster in self.clusters.values():
-            cluster.start_worker(pool="threads", concurrency=4)
+            cluster.start_worker(pool=pool, concurrency=4)
         self.keys: list[str] = []
 
     def key(self) -> str:
@@ -211,7 +215,7 @@ def median_ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:.1f}"
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--latency-chords", type=int, default=30)
     parser.add_argument("--chords", type=int, default=40)
@@ -219,28 +223,79 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--store-port", type=int, help="port of the private Redis store "
                         "(default: a free one)")
-    args = parser.parse_args()
+    parser.add_argument("--pool", choices=("threads", "prefork"), default="threads",
+                        help="the workers' pool (-P; 4 of them)")
+    return parser.parse_args()
+
+
+@dataclass
+class Timings:
+    """Fan-in latencies and throughput durations per mode (s), and the load around them."""
+
+    latencies: dict[str, list[float]]
+    durations: dict[str, list[float]]
+    load: tuple[float, float]
+
+
+def measure(bench: Bench, modes: tuple[str, ...], args: argparse.Namespace) -> Timings:
+    """Warm every mode up, then latency chords and throughput rounds, modes interleaved."""
+    for mode in modes:  # connections, tables, scripts
+        bench.latency(mode)
+    load_before = os.getloadavg()[0]
+    latencies: dict[str, list[float]] = {m: [] for m in modes}
+    for _ in range(args.latency_chords):
+        for mode in modes:
+            latencies[mode].append(bench.latency(mode))
+    durations: dict[str, list[float]] = {m: [] for m in modes}
+    for _ in range(args.rounds):
+        for mode in modes:
+            durations[mode].append(bench.throughput(mode, args.chords, args.headers))
+    return Timings(latencies, durations, (load_before, os.getloadavg()[0]))
+
+
+def report(timings: Timings, args: argparse.Namespace) -> None:
+    """Print the load, each mode's latency (median, p90, max) and throughput."""
+    print(f"load average {timings.load[0]:.1f} -> {timings.load[1]:.1f} (2 cores)")
+    print(f"\nfan-in latency, {args.latency_chords} chords x {LATENCY_HEADERS} headers per mode "
+          "(ms: median, p90, max)")
+    for mode, values in timings.latencies.items():
+        values = sorted(values)
+        print(f"  {mode:14} {median_ms(values):>7} {values[int(0.9 * len(values))] * 1000:8.1f}"
+              f" {values[-1] * 1000:8.1f}")
+    total = args.chords * args.headers
+    print(f"\nthroughput, {args.chords} chords x {args.headers} headers, {args.rounds} rounds "
+          "(s: median; rounds)")
+    for mode, durations in timings.durations.items():
+        median = statistics.median(durations)
+        print(f"  {mode:14} {median:7.2f}  {', '.join(f'{d:.2f}' for d in durations)}  "
+              f"({total / median:.0f} headers/s)")
+
+
+@contextmanager
+def running(kind: type[Bench], args: argparse.Namespace) -> Iterator[Bench]:
+    """``kind``'s clusters over a private Redis and two fresh databases (its store's and its
+    result backend's), all removed afterwards."""
     tmp = Path(tempfile.mkdtemp(prefix="cgbench-"))
     private_redis = PrivateRedis(tmp, args.store_port)
     store_db, backend_db = PrivateDatabase(), PrivateDatabase()
     bench = None
     try:
-        bench = Bench(tmp, private_redis, store_db, backend_db)
-        for mode in MODES:  # warm up: connections, tables, scripts
-            bench.latency(mode)
-        load_before = os.getloadavg()[0]
+        bench = kind(tmp, private_redis, store_db, backend_db, pool=args.pool)
+        yield bench
+    finally:
+        if bench is not None:
+            bench.close()
+        private_redis.close()
+        store_db.close()
+        backend_db.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
-        latencies: dict[str, list[float]] = {m: [] for m in MODES}
-        for _ in range(args.latency_chords):
-            for mode in MODES:
-                latencies[mode].append(bench.latency(mode))
 
-        durations: dict[str, list[float]] = {m: [] for m in MODES}
-        for _ in range(args.rounds):
-            for mode in MODES:
-                durations[mode].append(bench.throughput(mode, args.chords, args.headers))
-        load_after = os.getloadavg()[0]
-
+def main() -> None:
+    args = arguments()
+    with running(Bench, args) as bench:
+        private_redis, store_db, backend_db = bench.servers
+        timings = measure(bench, MODES, args)
         n, k = COUNTED_CHORDS, LATENCY_HEADERS
         private_redis.count_commands()
         redis_before = private_redis.snapshot()
@@ -252,37 +307,17 @@ def main() -> None:
         redis_after = private_redis.snapshot()
         store_after, backend_after = store_db.transactions(), backend_db.transactions()
         polls = bench.unlock_polls() - polls_before
-    finally:
-        if bench is not None:
-            bench.close()
-        private_redis.close()
-        store_db.close()
-        backend_db.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
     commands = {c: redis_after.get(c, 0) - redis_before.get(c, 0) for c in redis_after}
     commands = {c: v for c, v in sorted(commands.items()) if v}
-    print(f"load average {load_before:.1f} -> {load_after:.1f} (2 cores)")
-    print(f"\nfan-in latency, {args.latency_chords} chords x {LATENCY_HEADERS} headers per mode "
-          "(ms: median, p90, max)")
-    for mode in MODES:
-        values = sorted(latencies[mode])
-        print(f"  {mode:14} {median_ms(values):>7} {values[int(0.9 * len(values))] * 1000:8.1f}"
-              f" {values[-1] * 1000:8.1f}")
+    report(timings, args)
+    latencies, durations = timings.latencies, timings.durations
     base = statistics.median(latencies["celery-redis"])
     print(f"  ratio durable-redis / celery-redis: "
           f"{statistics.median(latencies['durable-redis']) / base:.2f}")
     unlock = statistics.median(latencies["celery-unlock"])
     print(f"  ratio durable-pg / celery-unlock: "
           f"{statistics.median(latencies['durable-pg']) / unlock:.4f}")
-
-    total = args.chords * args.headers
-    print(f"\nthroughput, {args.chords} chords x {args.headers} headers, {args.rounds} rounds "
-          "(s: median; rounds)")
-    for mode in MODES:
-        print(f"  {mode:14} {statistics.median(durations[mode]):7.2f}  "
-              f"{', '.join(f'{d:.2f}' for d in durations[mode])}  "
-              f"({total / statistics.median(durations[mode]):.0f} headers/s)")
     celery_redis = statistics.median(durations["celery-redis"])
     for mode in ("durable-redis", "durable-pg"):
         print(f"  speed {mode} / celery-redis: "

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery, chord
@@ -71,7 +72,7 @@ class Side:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "bench.guard_throughput", "worker", "-P",
              pool, "-c", str(concurrency), "-n", self.name, "-Q", f"{self.prefix}q",
-             "--without-mingle", "--without-gossip", "-l", "WARNING"],
+             "-l", "WARNING"],  # Celery's defaults: gossip, mingle, heartbeats
             env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
         end = time.monotonic() + 60
@@ -103,6 +104,27 @@ class Side:
                 raise RuntimeError(f"guard did not journal chord {chord_id}: {record}")
             time.sleep(0.1)
 
+    def worker_cpu(self) -> float:
+        """CPU seconds the worker and its pool processes have used so far (Linux)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        pids = [self.process.pid]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == self.process.pid:
+                    pids.append(int(entry))
+        total = 0.0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
     def close(self) -> None:
         self.process.terminate()
         try:
@@ -115,40 +137,70 @@ class Side:
         self.app.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--chords", type=int, default=200)
-    parser.add_argument("--header", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=5)
+def side_options(parser: argparse.ArgumentParser, header: int, rounds: int) -> None:
+    """The options every plain-vs-guarded benchmark takes."""
+    parser.add_argument("--header", type=int, default=header)
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--store", choices=("redis", "sqlite"), default="redis")
     parser.add_argument("--pool", default="prefork")
     parser.add_argument("--concurrency", type=int, default=2)
-    opts = parser.parse_args()
+
+
+def both_sides(opts: argparse.Namespace) -> tuple[Side, Side]:
+    """The plain and the guarded side, their workers started."""
     store = REDIS_URL if opts.store == "redis" else f"sqlite:////tmp/cgbench-{uuid.uuid4().hex}.db"
     plain = Side("plain", None, opts.pool, opts.concurrency)
-    guarded = Side("guarded", store, opts.pool, opts.concurrency)
+    return plain, Side("guarded", store, opts.pool, opts.concurrency)
+
+
+def alternate(plain: Side, guarded: Side, rounds: int,
+              measure: Callable[[Side], float]) -> tuple[dict[str, list[float]], list[float]]:
+    """``measure`` each side once per round, plain first in even rounds; the figures per
+    side and the load average after each round."""
+    figures: dict[str, list[float]] = {"plain": [], "guarded": []}
+    loads = []
+    for n in range(rounds):
+        for side in (plain, guarded) if n % 2 == 0 else (guarded, plain):
+            figures[side.label].append(measure(side))
+        loads.append(os.getloadavg()[0])
+    return figures, loads
+
+
+def report(figures: dict[str, list[float]], loads: list[float], unit: str) -> None:
+    """Print each side's median and rounds, and the guarded / plain ratio of the medians."""
+    for label, values in figures.items():
+        print(f"{label:8} {unit}: median {statistics.median(values):.2f}  rounds "
+              + ", ".join(f"{v:.2f}" for v in values))
+    ratio = statistics.median(figures["guarded"]) / statistics.median(figures["plain"])
+    print(f"ratio guarded / plain: {ratio:.3f}  (load average during rounds "
+          f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores)")
+
+
+def compare(opts: argparse.Namespace, warm: Callable[[Side], object],
+            measure: Callable[[Side], float], title: str, unit: str) -> None:
+    """Start both sides, ``warm`` each, alternate ``measure`` for ``opts.rounds`` rounds and
+    print ``title`` and the figures; the workers are stopped and the keys deleted after."""
+    plain, guarded = both_sides(opts)
     try:
-        plain.run(20, opts.header)  # warm up both workers and connections
-        guarded.run(20, opts.header)
-        rates: dict[str, list[float]] = {"plain": [], "guarded": []}
-        loads = []
-        for n in range(opts.rounds):
-            order = (plain, guarded) if n % 2 == 0 else (guarded, plain)
-            for side in order:
-                rates[side.label].append(side.run(opts.chords, opts.header))
-            loads.append(os.getloadavg()[0])
-        base, ours = statistics.median(rates["plain"]), statistics.median(rates["guarded"])
-        print(f"{opts.chords} chords x {opts.header} parts, {opts.rounds} alternating rounds, "
-              f"{opts.pool} -c {opts.concurrency}, store {opts.store}")
-        print(f"plain   chords/s: median {base:.1f}  rounds "
-              + ", ".join(f"{r:.1f}" for r in rates["plain"]))
-        print(f"guarded chords/s: median {ours:.1f}  rounds "
-              + ", ".join(f"{r:.1f}" for r in rates["guarded"]))
-        print(f"ratio guarded / plain: {ours / base:.3f}  (load average during rounds "
-              f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores)")
+        warm(plain)
+        warm(guarded)
+        figures, loads = alternate(plain, guarded, opts.rounds, measure)
+        print(title)
+        report(figures, loads, unit)
     finally:
         plain.close()
         guarded.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chords", type=int, default=200)
+    side_options(parser, header=10, rounds=5)
+    opts = parser.parse_args()
+    compare(opts, lambda side: side.run(20, opts.header),  # workers and connections warm
+            lambda side: side.run(opts.chords, opts.header),
+            f"{opts.chords} chords x {opts.header} parts, {opts.rounds} alternating rounds, "
+            f"{opts.pool} -c {opts.concurrency}, store {opts.store}", "chords/s")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ class Run:
                                self._conf(self.store), tmp=tmp)
         self.chords = chords
         self.started: list[Started] = []
+        self.notes: list[str] = []
 
     def _store_url(self, tmp: Path) -> str:
         if self.kind.store == "sqlite":
@@ -114,7 +115,8 @@ class Run:
         if self.kind.guarded:
             conf["guard"] = {"store": store, "deadline": self.fault.deadline,
                              "reaper_interval": 1, "unlock_max_interval": 2,
-                             "breaker_failures": 10_000}
+                             "breaker_failures": 10_000,
+                             **({"fan_in": "store"} if self.kind.fan_in else {})}
         return conf
 
     def start_workers(self) -> None:
@@ -151,6 +153,11 @@ class Run:
                 callback = chordguard.with_deadline(callback, fault.deadline)
             result = chord(header)(callback)
             self.started.append(Started(n, result.parent.id, result.id, at))
+        if self.kind.fan_in:  # before any fault: each chord has its barrier, or Celery joins it
+            barriers = open_store(self.store)
+            unjoined = sum(barriers.barrier(s.chord_id) is None for s in self.started)
+            if unjoined:
+                self.notes.append(f"{unjoined} not joined by the store (Celery's join)")
 
     def events(self) -> list[dict]:
         return [json.loads(raw) for raw in trace_redis().lrange(self.trace, 0, -1)]
@@ -224,7 +231,8 @@ def tally(run: Run) -> Tally:
     letters = _dead_letters(run)
     result = Tally(started=len(run.started), deadline=run.fault.deadline)
     improper = 0
-    slack = REAPER_SLACK + (UNLOCK_SLACK if run.kind.join == "unlock" else 0.0)
+    unlock = run.kind.join == "unlock" and not run.kind.fan_in
+    slack = REAPER_SLACK + (UNLOCK_SLACK if unlock else 0.0)
     for started in run.started:
         mine = [e for e in events if e["n"] == started.n]
         runs = sum(e["e"] == "run" for e in mine)
@@ -250,6 +258,7 @@ def tally(run: Run) -> Tally:
         took = ended - started.at
         result.slowest = max(result.slowest or 0.0, took)
         result.late += took > run.fault.deadline + slack
+    result.notes.extend(run.notes)
     if improper:
         result.notes.append(f"{improper} failed without errback or dead letter (counted lost)")
     if result.both:

@@ -5,8 +5,12 @@ Loaded with ``-p celery_acceptance_plugin`` (``scripts/`` on PYTHONPATH) next to
 sdist. Configured by environment variables set by scripts/celery_acceptance.py:
 
 - ``CG_ACCEPT_REPORT``: a JSON-lines file; one line per test report, plus the guard checks.
-- ``CG_ACCEPT_MODE``: ``plain`` (nothing is changed) or ``guarded``.
+- ``CG_ACCEPT_MODE``: ``plain`` (nothing is changed), ``guarded``, or ``store`` (guarded with
+  ``fan_in="store"``: chordguard's store joins every chord; docs/fan-in.md).
 - ``CG_ACCEPT_STORE``, ``CG_ACCEPT_DEADLINE``, ``CG_ACCEPT_REAPER_INTERVAL``: guard settings.
+- ``DJANGO_SETTINGS_MODULE`` (the ``django`` backend, ``django-db``): Django is set up here in
+  every mode, before Celery's fixtures build an app (each app gets Celery's Django fix-up, as
+  in a Django project's worker); the harness has migrated the database.
 
 How the guard gets in (guarded mode). Celery's integration conftest builds two kinds of app,
 both through ``celery.contrib.pytest._create_app``: the session app (``celery_session_app``),
@@ -24,7 +28,12 @@ After the last test, before the worker stops, the plugin waits until every chord
 in the journal at the end of its test has ended (at most until it is past its deadline and
 the reaper has had its passes), then reads again every result id of each such chord body: a
 result that was SUCCESS at the end of its test and is something else now was changed by the guard
-after the test had passed (issue 8, finding 3). Those are reported against the test.
+after the test had passed (issue 8, finding 3). Those are reported against the test. It also
+counts side effects (issue 20): every task run in the worker (name, id) and every errback
+Celery runs or publishes for a failed task (name, the failed task: old-style errbacks run in
+the failing process, with no task run of their own) is logged; an errback of such a chord's
+body (failed task: one of the chord's) or a body task that ran during the test and runs again
+after it is a rerun.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from typing import Any
 import pytest
 
 MODE = os.environ.get("CG_ACCEPT_MODE", "plain")
-GUARDED = MODE == "guarded"
+GUARDED = MODE in ("guarded", "store")
 REPORT = os.environ.get("CG_ACCEPT_REPORT")
 PROBE = "chordguard_acceptance.probe"
 MAX_SNAPSHOT_IDS = 200  # result ids read per chord at the end of its test
@@ -79,13 +88,18 @@ def _guard_app(app: Any) -> None:
 
     settings = _settings()
     chordguard.install(app, store=settings["store"], deadline=settings["deadline"],
-                       reaper_interval=settings["reaper_interval"])
+                       reaper_interval=settings["reaper_interval"],
+                       fan_in="store" if MODE == "store" else None)
     app.task(name=PROBE, bind=True, shared=False)(_probe)
     _apps.append(app)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     _emit({"kind": "start", "mode": MODE, "pid": os.getpid(), "time": time.time()})
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        import django
+
+        django.setup()
     if not GUARDED:
         return
     import celery.contrib.pytest as celery_pytest
@@ -99,6 +113,25 @@ def pytest_configure(config: pytest.Config) -> None:
             yield app
 
     celery_pytest._create_app = guarded_create_app
+    from celery.backends.base import Backend
+    from celery.signals import task_prerun
+
+    task_prerun.connect(_log_run, weak=False)
+    call_errbacks = Backend._call_task_errbacks
+
+    def _call_task_errbacks(self: Any, request: Any, exc: Any, traceback: Any) -> Any:
+        for errback in request.errbacks or []:
+            _emit({"kind": "errback", "task": dict(errback).get("task"), "parent": request.id,
+                   "time": time.time()})
+        return call_errbacks(self, request, exc, traceback)
+
+    Backend._call_task_errbacks = _call_task_errbacks
+
+
+def _log_run(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+    """Log one task run (in whichever worker process runs it) for the rerun check."""
+    _emit({"kind": "run", "task": getattr(sender, "name", None), "id": task_id,
+           "time": time.time()})
 
 
 def _unlock_module(app: Any) -> str:
@@ -184,6 +217,11 @@ def _snapshot(test: str, app: Any) -> None:
     from chordguard.guard.state import guard_of
 
     guard = guard_of(app)
+    for barrier in guard.store.barriers_in_flight(app.main or ""):  # joined by the store
+        if barrier.id not in _snapshots:
+            _snapshots[barrier.id] = {"test": test, "deadline_at": barrier.deadline_at,
+                                      "states": _states(app, [barrier.callback_id]),
+                                      "kind": "store"}
     for record in guard.store.open_chords():
         if record.id in _snapshots:
             continue
@@ -192,7 +230,45 @@ def _snapshot(test: str, app: Any) -> None:
         ids = list(dict.fromkeys(ids))[:MAX_SNAPSHOT_IDS]
         _snapshots[record.id] = {"test": test, "states": _states(app, ids),
                                  "deadline_at": record.deadline_at or record.created_at,
-                                 "kind": record.kind}
+                                 "kind": record.kind, "at": time.time(),
+                                 "tasks": ids + list(record.header_ids),
+                                 "errbacks": sorted(_errback_names(record.callback))}
+
+
+def _errback_names(node: Any) -> set[str]:
+    """Task names of every errback linked in a body signature (as journaled: JSON)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for errback in (node.get("options") or {}).get("link_error") or []:
+            if isinstance(errback, dict) and errback.get("task"):
+                found.add(errback["task"])
+        for value in node.values():
+            found |= _errback_names(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            found |= _errback_names(value)
+    return found
+
+
+def _reruns(snap: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """What ran during the snapshot's test and again after it: ``{what: [before, after]}``
+    for each errback task (run for a failed task of the chord) and body task id."""
+    tasks, counts = set(snap["tasks"]), {}
+    for run in runs:
+        if run["kind"] == "run" and run["id"] in snap["states"]:
+            what = f"body task {run['task']} {run['id']}"
+        elif run["kind"] == "errback" and run["task"] in snap["errbacks"] and \
+                run["parent"] in tasks:
+            what = f"errback {run['task']}"
+        else:
+            continue
+        counts.setdefault(what, [0, 0])[run["time"] > snap["at"]] += 1
+    return {what: n for what, n in counts.items() if n[0] and n[1]}
+
+
+def _runs() -> list[dict[str, Any]]:
+    with open(REPORT, encoding="utf-8") as lines:
+        return [r for r in map(json.loads, lines) if r.get("kind") in ("run", "errback")]
 
 
 def _after_deadline(app: Any, guard: Any) -> None:
@@ -209,6 +285,7 @@ def _after_deadline(app: Any, guard: Any) -> None:
                "bound": round(until - started, 1), "chords": len(_snapshots),
                "still_open": still_open})
     guard.parts.flush()
+    runs = _runs() if REPORT else []
     for chord_id, snap in _snapshots.items():
         now = _states(app, list(snap["states"]))
         flipped = {i: [before, now[i]] for i, before in snap["states"].items()
@@ -217,6 +294,10 @@ def _after_deadline(app: Any, guard: Any) -> None:
         if flipped:
             _emit({"kind": "flip", "test": snap["test"], "chord": chord_id,
                    "chord_kind": snap["kind"], "flipped": flipped,
+                   "journal": [record.state, record.reason] if record else None})
+        again = _reruns(snap, runs)
+        if again:
+            _emit({"kind": "rerun", "test": snap["test"], "chord": chord_id, "runs": again,
                    "journal": [record.state, record.reason] if record else None})
     for letter in guard.store.dead_letters():
         test = _snapshots.get(letter.chord_id, {}).get("test")
@@ -239,7 +320,9 @@ def _wait_for_ends(guard: Any, until: float, settle: float) -> int:
     """
     while True:
         records = [guard.store.chord(chord_id) for chord_id in _snapshots]
-        still_open = sum(1 for r in records if r is not None and r.open)
+        barriers = [guard.store.barrier(chord_id) for chord_id in _snapshots]
+        still_open = sum(1 for r in records if r is not None and r.open) + sum(
+            1 for b in barriers if b is not None and b.state.value not in ("succeeded", "failed"))
         if not still_open:
             if any(r is not None and r.state == "dead_lettered" for r in records):
                 time.sleep(max(0.0, min(settle, until - time.time())))

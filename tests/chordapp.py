@@ -14,7 +14,7 @@ import socket
 import time
 
 import pydantic
-from celery import Celery
+from celery import Celery, chord
 
 
 def make_app(namespace: str, broker: str, backend: str | None, conf: dict | None = None,
@@ -119,6 +119,16 @@ def register_tasks(app: Celery) -> None:
     def replaced_sum(self, values):
         """A body that replaces itself (Task.replace): its final task carries no stamp."""
         raise self.replace(app.signature("t.tsum", (values,), immutable=True))
+
+    @app.task(shared=False, bind=True, name="t.add_to_chord")
+    def add_to_chord(self, nums, val, as_chord=False):
+        """A header part that adds tasks (or one chord) to its own chord (Task.add_to_chord)."""
+        added = [app.signature("t.add", (num, val)) for num in nums]
+        if as_chord:
+            added = [chord(added, app.signature("t.tsum"))]
+        for sig in added:
+            self.add_to_chord(sig)
+        return 0
 
     @app.task(shared=False, name="t.collect")
     def collect(values):

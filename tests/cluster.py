@@ -76,8 +76,13 @@ class Cluster:
 
     def start_worker(self, queues: list[str] | None = None, concurrency: int = 4,
                      pool: str = "threads", conf: dict | None = None, wait: bool = True,
-                     extra_args: list[str] | None = None) -> Worker:
-        """Start ``celery worker`` for this app and wait until it answers a ping."""
+                     extra_args: list[str] | None = None, celery_defaults: bool = True,
+                     ) -> Worker:
+        """Start ``celery worker`` for this app and wait until it answers a ping.
+
+        ``celery_defaults``: gossip, mingle and heartbeats on, as users run workers (each
+        test's app has its own control and event exchanges: no cross-talk); False adds
+        ``--without-mingle --without-gossip`` for a test about them."""
         name = f"w{len(self.workers)}-{self.namespace}@localhost"
         log = self.tmp / f"{name.split('@')[0]}.log"
         env = self.env()
@@ -85,7 +90,8 @@ class Cluster:
             env["CG_CONF"] = json.dumps({**self.conf, **conf})
         args = [sys.executable, "-m", "celery", "-A", "tests.chordapp", "worker", "-P", pool,
                 "-c", str(concurrency), "-n", name, "-Q", ",".join(queues or [self.queue]),
-                "--without-mingle", "--without-gossip", "-l", "INFO", *(extra_args or [])]
+                *([] if celery_defaults else ["--without-mingle", "--without-gossip"]),
+                "-l", "INFO", *(extra_args or [])]
         process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log.open("w"),
                                    stderr=subprocess.STDOUT, start_new_session=True)
         worker = Worker(process, name, log)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import Cluster
+from tests.durable_helpers import Trace
 
 SERVICES = {"Redis": 6379, "RabbitMQ": 5672, "PostgreSQL": 5432}
 TESTS = Path(__file__).resolve().parent
@@ -45,3 +46,11 @@ def make_cluster(tmp_path):
     yield factory
     for cluster in clusters:
         cluster.close()
+
+
+@pytest.fixture
+def trace():
+    """A Redis list test tasks append to (``durable_helpers.Trace``), removed afterwards."""
+    trace = Trace()
+    yield trace
+    trace.close()

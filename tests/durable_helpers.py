@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
 import redis
 
 from chordguard.durable.barrier import Barrier, BarrierState, Policy
-from tests.cluster import PG_URL, REDIS_URL
+from tests.cluster import PG_URL, REDIS_URL, wait_for
 
 STORES = {"redis": REDIS_URL, "postgres": PG_URL}
 
@@ -24,6 +25,15 @@ def new_barrier(total: int, app: str, policy: Policy = Policy.FAIL, deadline: fl
                    callback_id=uuid.uuid4().hex, created_at=now, updated_at=now,
                    deadline_at=now + deadline, stall_seconds=stall,
                    header_ids=[uuid.uuid4().hex for _ in range(total)])
+
+
+def ran_each_twice(worker, handle, trace: Trace, parts: int = 4) -> None:
+    """``worker`` ran each of ``parts`` echo headers twice, the callback once with them."""
+    assert handle.get(timeout=30) == parts
+    wait_for(lambda: len(re.findall(r"Task t\.echo\[[^]]+\] succeeded", worker.output()))
+             == 2 * parts, what="every header delivery to run")
+    time.sleep(0.5)
+    assert trace.entries() == [list(range(parts))]
 
 
 class Trace:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,16 +23,19 @@ def free_port() -> int:
 
 
 class Server:
-    """``chordguard -A tests.chordapp serve`` on a free loopback port."""
+    """``chordguard -A tests.chordapp serve`` on a free loopback port; ``target`` (app options)
+    and ``env`` serve another app (then ``cluster`` may be None and ``log_dir`` is given)."""
 
-    def __init__(self, cluster: Cluster, token: str | None = None,
-                 extra: list[str] | None = None) -> None:
+    def __init__(self, cluster: Cluster | None, token: str | None = None,
+                 extra: list[str] | None = None, target: list[str] | None = None,
+                 env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = cluster.tmp / f"serve-{self.port}.log"
-        args = [sys.executable, "-m", "chordguard", "-A", "tests.chordapp", "serve",
-                "--port", str(self.port), "--refresh", "2", "--cache", "0.5", *(extra or [])]
-        env = cluster.env()
+        self.log = (log_dir or cluster.tmp) / f"serve-{self.port}.log"
+        args = [sys.executable, "-m", "chordguard", *(target or ["-A", "tests.chordapp"]),
+                "serve", "--port", str(self.port), "--refresh", "2", "--cache", "0.5",
+                *(extra or [])]
+        env = dict(env) if env is not None else cluster.env()
         env.pop("CHORDGUARD_TOKEN", None)
         if token:
             env["CHORDGUARD_TOKEN"] = token  # through the environment, as documented

@@ -88,6 +88,20 @@ class CeleryFacts:
         return self.version >= (5, 7)
 
     @property
+    def errbacks_reach_header_chords(self) -> bool:
+        """5.5+: ``chord.link_error`` also links the errback into each chord nested in the
+        header, so Celery runs it when such a chord fails (and leaves the outer body PENDING);
+        before, those chords get none."""
+        return self.version >= (5, 5)
+
+    @property
+    def header_errbacks_reach_chains_with_groups(self) -> bool:
+        """With ``task_allow_error_cb_on_chord_header``, a chord with a header chain holding a
+        group can be published from 5.4; 5.3 raises AttributeError (``'dict' object has no
+        attribute 'clone'``: the chain hands the errback to its chord step as a dict)."""
+        return self.version >= (5, 4)
+
+    @property
     def errback_arity_ignores_bound_args(self) -> bool:
         """5.7 tells an old-style ``(request, exc, traceback)`` errback by the arguments the
         failure still supplies; before, any errback task with two or more positional

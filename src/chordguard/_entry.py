@@ -1,12 +1,16 @@
 """The ``chordguard`` console script: ``--version`` answers before anything loads; Ctrl-C
-while the CLI is still loading exits 130 quietly."""
+while the CLI is still loading exits 130 quietly; a finished command leaves without
+tearing the interpreter down."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import gc
 import os
 import signal
 import sys
+import threading
 
 
 def _interrupted(*_: object) -> None:
@@ -39,4 +43,33 @@ def main() -> None:
         _interrupted()
     finally:
         signal.signal(signal.SIGINT, previous)
-    run()
+    try:
+        run()
+    except SystemExit as done:
+        _leave(done)
+
+
+def _leave(done: SystemExit) -> None:
+    """Exit as Python would, minus its teardown of every module (Celery, SQLAlchemy and the
+    user's app load ~900; ~0.2 s of a one-shot command): the exit handlers (the app's, and
+    logging's) run and the output is flushed first. With a thread still running, the
+    ordinary exit, which waits for it."""
+    code = done.code
+    if not isinstance(code, int) or any(
+            not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        raise done
+    _close_celery_apps()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nobody reads the rest
+            stream.flush()
+    os._exit(code)
+
+
+def _close_celery_apps() -> None:
+    """Close the broker connections the command's apps pooled, as a broker expects (a
+    RabbitMQ broker logs a connection dropped without its close handshake)."""
+    state = sys.modules.get("celery._state")
+    for app in list(state._get_active_apps()) if state is not None else ():
+        with contextlib.suppress(Exception):  # leaving anyway: the socket closes with us
+            app.close()

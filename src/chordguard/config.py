@@ -20,6 +20,7 @@ from celery import Celery
 
 from ._urls import mask_url
 from .errors import ConfigurationError
+from .store.backends import canonical
 from .store.protocols import DEFAULT_RETENTION
 from .store.timeouts import Timeouts
 from .store.timeouts import configure as configure_timeouts
@@ -44,9 +45,10 @@ def setting(app: Celery | None, name: str) -> Any:
 
 
 def configured_store(app: Celery | None = None, explicit: str | None = None) -> str | None:
-    """The store someone asked for (argument, app configuration, environment), or None."""
+    """The store someone asked for (argument, app configuration, environment), or None;
+    ``postgres://``/``postgresql://`` come back with their driver (``store.backends.canonical``)."""
     url = explicit or setting(app, "store") or os.environ.get(STORE_ENV) or None
-    return with_master_name(url, app) if url else None
+    return with_master_name(canonical(url), app) if url else None
 
 
 def with_master_name(url: str, app: Celery | None) -> str:
@@ -159,6 +161,22 @@ def apply_store_timeouts(app: Celery | None) -> Timeouts:
     chosen = store_timeouts(app)
     configure_timeouts(chosen)
     return chosen
+
+
+FAN_INS = ("celery", "store")
+
+
+def fan_in(app: Celery | None, explicit: str | None = None) -> str:
+    """How the guard joins the app's chords: ``"celery"`` (the result backend's own join,
+    the default) or ``"store"`` (chordguard's store barrier: docs/fan-in.md), from
+    ``install(app, fan_in=…)``, else ``chordguard_fan_in`` (``CELERY_CHORDGUARD_FAN_IN``
+    under Django). Raises ConfigurationError for any other value."""
+    value = explicit if explicit is not None else setting(app, "fan_in")
+    value = FAN_INS[0] if value is None else str(value).strip().lower()
+    if value not in FAN_INS:
+        raise ConfigurationError(f"chordguard_fan_in must be one of {', '.join(FAN_INS)}, "
+                                 f"not {value!r}")
+    return value
 
 
 def outage_settle(app: Celery | None) -> float:

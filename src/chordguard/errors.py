@@ -18,6 +18,11 @@ class UnreachableError(ChordguardError):
     """A broker, result backend or store did not answer in time."""
 
 
+class CannotVouchError(UnreachableError):
+    """What the monitor saw cannot vouch for an answer: a place did not answer, the view was
+    incomplete, or nothing reads this app's chords (the CLI exits 3: unknown)."""
+
+
 class ConfigurationError(ChordguardError):
     """The app or the options given cannot work."""
 
@@ -28,6 +33,14 @@ class DurableChordFailed(ChordguardError):
     def __init__(self, chord_id: str, reason: str) -> None:
         super().__init__(f"durable chord {chord_id} failed: {reason}")
         self.chord_id, self.reason = chord_id, reason
+
+
+class BarrierExists(ChordguardError):
+    """A barrier with this id is already in the store (nothing was written)."""
+
+    def __init__(self, barrier_id: str) -> None:
+        super().__init__(f"a barrier {barrier_id!r} already exists")
+        self.barrier_id = barrier_id
 
 
 class CircuitOpenError(ChordguardError):

@@ -13,8 +13,14 @@ from enum import StrEnum
 from typing import Any
 
 STAMP = "chordguard"  # message header on a guarded chord's final tasks (and its unlock task)
+FAN_IN_MARK = "chordguard_fan_in"  # option on the body of a chord the store joins (guard.fan_in)
 FAILED_STATES = frozenset({"FAILURE", "REVOKED", "REJECTED"})  # a task that will not succeed
 READY_STATES = FAILED_STATES | {"SUCCESS", "IGNORED"}  # a task that will not change again
+
+
+def callback_stamp(chord_id: str, callback_id: str | None, deadline: float) -> dict:
+    """The ``STAMP`` header of a chord's one callback: the chord it ends and its deadline."""
+    return {"chord": chord_id, "callback": callback_id, "deadline": deadline}
 
 
 class ChordKind(StrEnum):
@@ -23,6 +29,8 @@ class ChordKind(StrEnum):
     REDIS = "redis"  # Redis result backend: a sorted set counted by the last header task
     UNLOCK = "unlock"  # celery.chord_unlock polls the group (database and other backends)
     DURABLE = "durable"  # chordguard's own barrier
+    DJANGO = "django"  # django-celery-results (django-db): a ChordCounter row counted down
+    STORE = "store"  # a Celery chord joined by chordguard's barrier (install(app, fan_in="store"))
 
 
 class Severity(StrEnum):
@@ -95,6 +103,7 @@ class Chord:
     callback_name: str | None = None
     callback_id: str | None = None
     callback_state: str | None = None
+    callback_held_by: str | None = None  # where its message was seen: "queue:…", "worker:…"
     header: list[HeaderPart] = field(default_factory=list)
     total: int | None = None
     done: int = 0
@@ -108,6 +117,9 @@ class Chord:
     unlock_chains: int | None = None  # live chord_unlock chains, confirmed by two observations
     redis_keys: dict[str, int | None] = field(default_factory=dict)  # key -> TTL seconds
     unaccounted: int | None = None  # Redis: parts neither finished nor held anywhere (ids unknown)
+    counter: int | None = None  # django-db: the ChordCounter row's count (parts it waits for)
+    counter_gone: bool = False  # django-db: no ChordCounter row while the chord is in flight
+    unseen: str | None = None  # what its verdict rests on that the look could not see
     evidence: dict[str, str] = field(default_factory=dict)  # figure -> where it came from
     sources: list[str] = field(default_factory=list)
     callback_signature: dict[str, Any] | None = None
@@ -151,6 +163,7 @@ class ClusterFacts:
     lost_header_grace: float = 60.0  # chordguard_lost_header_grace: seconds before lost_header
     holdings_complete: bool = False  # every inspect command answered, every queue read in full
     breakers: dict[str, str] = field(default_factory=dict)  # callback -> breaker state (journal)
+    unread_join: str = ""  # how the backend joins chords when no source reads them
 
 
 @dataclass
@@ -192,6 +205,21 @@ def format_seconds(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} d"
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(..., default=json_default)``: the JSON of ``to_jsonable`` at C speed
+    (the encoder calls this only for dataclasses, datetimes and other non-JSON values)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = dict(vars(value))
+        if isinstance(value, Chord):
+            out["blocking"] = value.blocking
+        return out
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    return repr(value)
 
 
 def to_jsonable(value: Any) -> Any:

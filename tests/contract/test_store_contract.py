@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from chordguard.durable.barrier import failed, succeeded
-from chordguard.errors import ConfigurationError
+from chordguard.errors import BarrierExists, ConfigurationError
 from chordguard.store import Store, by_url, open_store
 from chordguard.store.memory import MemoryStore
 from chordguard.store.records import (
@@ -162,6 +162,14 @@ def test_a_claim_is_never_taken_over_and_names_its_holder(store):
     assert store.lease_holder(key) == "task-1"
 
 
+def test_claims_taken_together_leave_a_held_one_to_its_holder(store):
+    held, free = "run:" + uuid.uuid4().hex, "run:" + uuid.uuid4().hex
+    assert store.claim(held, "task-1") is None
+    store.claim_all({held: "chord-a", free: "chord-b"})
+    assert (store.lease_holder(held), store.lease_holder(free)) == ("task-1", "chord-b")
+    assert store.claim(free, "task-2") == "chord-b"
+
+
 def test_racing_takers_get_a_lease_exactly_once(store):
     name = "race-" + uuid.uuid4().hex
     won: list[str] = []
@@ -264,6 +272,32 @@ def test_racing_final_completions_claim_exactly_once(store, app):
         assert sorted(outcomes) == sorted([Outcome.DISPATCH, Outcome.COUNTED,
                                            Outcome.DUPLICATE, Outcome.DUPLICATE])
         assert store.barrier(barrier.id).state is BarrierState.DISPATCHING
+
+
+def test_a_grown_barrier_waits_for_its_added_part_and_hands_it_on_last(store, app):
+    barrier = new_barrier(2, app)
+    store.create_barrier(barrier)
+    assert complete(store, barrier, 0).outcome is Outcome.COUNTED
+    assert store.grow_barrier(barrier.id) == 2
+    assert complete(store, barrier, 1).outcome is Outcome.COUNTED
+    last = complete(store, barrier, 2)
+    assert last.outcome is Outcome.DISPATCH and last.barrier.total == 3
+    assert ['"result": 2' in e for e in last.envelopes] == [False, False, True]
+    assert store.grow_barrier(barrier.id) is None  # no longer waiting
+    assert store.grow_barrier("no-such-barrier") is None
+
+
+def test_a_second_barrier_with_the_same_id_is_refused_and_changes_nothing(store, app):
+    barrier = new_barrier(2, app)
+    store.create_barrier(barrier)
+    assert complete(store, barrier, 0).outcome is Outcome.COUNTED
+    again = new_barrier(3, app)
+    again.id = barrier.id
+    with pytest.raises(BarrierExists):
+        store.create_barrier(again)
+    stored = store.barrier(barrier.id, with_header_ids=True)
+    assert (stored.total, stored.remaining, stored.header_ids) == (2, 1, barrier.header_ids)
+    assert complete(store, barrier, 1).outcome is Outcome.DISPATCH
 
 
 def test_dispatch_carries_envelopes_in_header_order_and_ignores_duplicates(store, app):

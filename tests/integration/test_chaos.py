@@ -45,6 +45,14 @@ def test_guarded_redis_chord_worker_killed_mid_header_fails_properly_by_deadline
     assert tally.slowest is not None and tally.slowest <= 10 + 3
 
 
+def test_store_joined_redis_chord_worker_killed_mid_header_fails_properly_by_deadline(servers):
+    tally = cell(servers, "kill-header", "store:redis", deadline=10)
+    # install(app, fan_in="store"): the barrier joins Celery's chords; the reaper ends a chord
+    # whose header died with its worker (callback FAILURE + errback + dead letter)
+    assert tally.notes == [] and tally.failed >= 1 and tally.failed + tally.once == 3, tally
+    assert (tally.lost, tally.dup, tally.late, tally.early, tally.both) == (0, 0, 0, 0, 0), tally
+
+
 def test_durable_redis_duplicate_headers_and_connection_resets(servers):
     duplicated = cell(servers, "dup-header", "durable:redis")
     assert (duplicated.once, duplicated.lost, duplicated.dup) == (3, 0, 0)

@@ -59,7 +59,8 @@ def test_unreachable_backend_answers_within_seconds_and_masks_the_password():
     assert time.monotonic() - started < 10
     assert result.returncode == 3  # unknown: the monitor could not see
     assert "hunter2" not in result.stdout + result.stderr
-    assert "redis_chords FAILED" in result.stdout and "127.0.0.1:1" in result.stdout
+    assert "backend FAILED" in result.stdout and "broker FAILED" in result.stdout
+    assert "cannot read backend: redis://:**@127.0.0.1:1/0: Error 111" in result.stdout
 
 
 def test_unreachable_amqp_broker_answers_within_seconds():
@@ -88,7 +89,8 @@ def test_what_the_monitor_cannot_read_is_unknown_never_healthy():
         as_json = json.loads(run("check", "--json", *args).stdout)
         assert as_json["health"]["status"] == "unknown" and as_json["health"]["reason"]
     health = health_check(Celery("blind", broker=REDIS_URL, backend="redis://127.0.0.1:1/0"))
-    assert health["status"] == "unknown" and "redis_chords" in health["reason"]
+    assert health["status"] == "unknown" and health["sources_failed"] == ["backend"]
+    assert health["reason"].startswith("cannot read backend: redis://127.0.0.1:1/0: ")
 
 
 def test_unknown_chord_id_is_a_clear_error(make_cluster):
@@ -117,3 +119,45 @@ def test_celery_plugin_runs_the_same_command(make_cluster):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["schema"] == "chordguard.status/1"
+
+
+def test_a_misspelt_or_refusing_place_is_named_with_why():
+    """Each says which place and why, masked, in text and in --json (``sources_failed``)."""
+    cases = [
+        (("--broker", "reddis://127.0.0.1:6379/5", "--backend", REDIS_URL),
+         "broker", "cannot read broker: reddis://127.0.0.1:6379/5: 'No such transport: reddis"),
+        (("--broker", "amqp://guest:wr0ng@127.0.0.1:5672//", "--backend", PG_BACKEND),
+         "broker", "cannot read broker: amqp://guest:**@127.0.0.1:5672//: (0, 0): (403) "
+         "ACCESS_REFUSED"),
+        (("--broker", REDIS_URL, "--backend", "reddis://127.0.0.1:6379/5"),
+         "backend", "cannot read backend: reddis://127.0.0.1:6379/5: unknown result backend "
+         "scheme 'reddis'"),
+    ]
+    for args, place, reason in cases:
+        started = time.monotonic()
+        text, as_json = run("check", *args), run("check", "--json", *args)
+        assert time.monotonic() - started < 20, args
+        assert text.returncode == as_json.returncode == 3, (args, text.stdout, text.stderr)
+        assert reason in text.stdout and "wr0ng" not in text.stdout + as_json.stdout, text.stdout
+        health = json.loads(as_json.stdout)["health"]
+        assert health["sources_failed"] == [place] and health["reason"].startswith(reason)
+        verbose = run("status", "-v", *args)
+        assert verbose.returncode == 3 and reason in verbose.stdout, verbose.stdout
+
+
+def test_acting_commands_never_clear_a_blind_view():
+    """fix, bulk revoke and clean on a view that could not see: exit 3 saying what, never
+    "no stuck chords"; inspect does not vouch for a chord either."""
+    down = ("--broker", "redis://127.0.0.1:1/0", "--backend", PG_BACKEND)
+    unread = ("--broker", REDIS_URL, "--backend", "rpc://")
+    for args, why in ((down, "cannot read broker: redis://127.0.0.1:1/0: Error 111"),
+                      (unread, "no source reads the chords of this app's result backend "
+                               "(RPCBackend does not support chords)")):
+        for command in (["fix", "--yes"], ["revoke", "--max-hours", "0", "--force"],
+                        ["clean", "--force"], ["inspect", "some-chord-id"]):
+            result = run(*command, *args)
+            out = result.stdout + result.stderr
+            assert result.returncode == 3, (command, args, out)
+            assert why in out and "no stuck chords" not in out, (command, out)
+    as_json = json.loads(run("fix", "--yes", "--json", *down).stdout)
+    assert as_json["unseen"].startswith("cannot read broker: ")

@@ -28,28 +28,23 @@ from tests.guard_support import ended
 pytestmark = pytest.mark.distributed
 
 
-@pytest.fixture
-def trace():
-    trace = Trace()
-    yield trace
-    trace.close()
-
-
 def store_conf(url: str, **extra) -> dict:
     """The guard and durable chords on the store ``url``."""
     return {"guard": {"store": url, "flush_interval": 0.2}, "cg_durable": True, **extra}
 
 
-def both_chords_complete(cluster: Cluster, trace: Trace, size: int = 3) -> tuple[str, str]:
+def both_chords_complete(cluster: Cluster, trace: Trace, size: int = 3,
+                         timeout: float = 30) -> tuple[str, str]:
     """A durable_chord and a guarded Celery chord of ``size`` headers each, run to the end
-    by the cluster's worker; returns (barrier id, chord id) once the store says each ended."""
+    by the cluster's worker within ``timeout`` each; returns (barrier id, chord id) once the
+    store says each ended."""
     app = cluster.app
     handle = durable_chord([app.signature("t.echo", (i,)) for i in range(size)],
                            app.signature("t.record", kwargs={"key": trace.key}))
     guarded = chord([app.signature("t.add", (i, i)) for i in range(size)])(
         app.signature("t.tsum"))
-    assert handle.get(timeout=30) == size and trace.entries()[-1] == list(range(size))
-    assert guarded.get(timeout=30) == size * (size - 1)
+    assert handle.get(timeout=timeout) == size and trace.entries()[-1] == list(range(size))
+    assert guarded.get(timeout=timeout) == size * (size - 1)
     wait_for(lambda: handle.state == "succeeded", what="the barrier to end")
     url = store_url(app)
     assert ended(url, guarded.parent.id).state == SUCCEEDED
@@ -76,7 +71,9 @@ def test_redis_sentinel_store_and_result_backend(make_cluster, trace):
     cluster.start_worker()
     both_chords_complete(cluster, trace)
     master = servers.sentinel_failover()  # the replica is the master now: everyone follows
-    both_chords_complete(cluster, trace)
+    # the first chords after a failover may wait out the store-outage retries (a CI run
+    # beside the compat lane once took over 30 s; cause not pinned down): delayed, not lost
+    both_chords_complete(cluster, trace, timeout=90)
     assert open_store(store_url(cluster.app)).client.connection_pool.get_master_address() \
         == ("127.0.0.1", master)
     app = cluster.app

@@ -19,19 +19,12 @@ from chordguard.durable.dispatch import HEADER_KEY
 from chordguard.errors import DurableChordFailed
 from chordguard.store import open_store
 from tests.cluster import AMQP_URL, PG_BACKEND, PG_URL, REDIS_URL, wait_for
-from tests.durable_helpers import STORES, Trace
+from tests.durable_helpers import STORES, Trace, ran_each_twice
 
 
 @pytest.fixture(params=list(STORES))
 def store(request):
     return STORES[request.param]
-
-
-@pytest.fixture
-def trace():
-    trace = Trace()
-    yield trace
-    trace.close()
 
 
 def durable_conf(store: str, **extra) -> dict:
@@ -63,12 +56,7 @@ def test_a_header_delivered_twice_is_counted_once(make_cluster, store, trace):
         app.send_task("t.echo", (index,), task_id=task_id,
                       headers={HEADER_KEY: {"b": barrier.id, "i": index, "a": app.main,
                                             "s": None}})
-    worker = cluster.start_worker(concurrency=4)
-    assert handle.get(timeout=30) == 4
-    wait_for(lambda: len(re.findall(r"Task t\.echo\[[^]]+\] succeeded", worker.output())) == 8,
-             what="all eight header deliveries to run")
-    time.sleep(0.5)
-    assert trace.entries() == [[0, 1, 2, 3]]
+    ran_each_twice(cluster.start_worker(concurrency=4), handle, trace)
     assert handle.progress.done == 4
 
 

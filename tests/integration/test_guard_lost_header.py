@@ -14,8 +14,15 @@ from celery.exceptions import ChordError
 
 from chordguard.store import open_store
 from chordguard.store.records import DEAD_LETTERED, Breaker
-from tests.cluster import AMQP_URL, PG_BACKEND, PG_URL, wait_for
-from tests.guard_support import delete_db_result, ended, letter_for, purge_own_queue, unlock_runs
+from tests.cluster import AMQP_URL, PG_BACKEND, PG_URL, REDIS_URL, wait_for
+from tests.guard_support import (
+    delete_db_result,
+    ended,
+    letter_for,
+    purge_own_queue,
+    store_urls,
+    unlock_runs,
+)
 
 BASE = {"task_acks_late": True, "cg_trace_unlock": True}
 
@@ -94,3 +101,28 @@ def test_guard_fails_a_lost_header_chord_fast_and_dead_letters_it(make_cluster, 
     letter = letter_for(PG_URL, crash.parent.id)
     assert letter.inputs == [None, {"successful_files": 2}]
     assert "NoneType" in letter.traceback
+
+
+@pytest.mark.parametrize("broker", [REDIS_URL, AMQP_URL], ids=["redis", "amqp"])
+def test_a_header_waiting_in_a_routed_queue_nobody_consumes_is_not_failed_as_lost(
+        make_cluster, tmp_path, broker):
+    """A queue named only by ``task_routes`` (not declared in the app's queues) still holds
+    the header: the guard must not call it lost and fail a chord that would finish once a
+    worker consumes that queue (it did: it dead-lettered healthy chords)."""
+    store = store_urls(tmp_path)["sqlite"]
+    parked = f"parked-{tmp_path.name[-12:]}"
+    conf = {"task_routes": {"t.sleep": {"queue": parked}},
+            "guard": {"store": store, "deadline": 120, "lost_header_grace": 2,
+                      "unlock_max_interval": 1, "reaper_interval": 1}}
+    cluster = make_cluster(broker, PG_BACKEND, conf)
+    cluster.start_worker()
+    app = cluster.app
+    result = chord([app.signature("t.add", (1, 1)), app.signature("t.sleep", (0,))])(
+        app.signature("t.tsum"))
+    time.sleep(12)  # several unlock polls past the lost-header grace
+    record = open_store(store).chord(result.parent.id)
+    assert record is not None and record.open, record.reason
+    assert result.state == "PENDING"
+    assert [d for d in open_store(store).dead_letters() if d.chord_id == result.parent.id] == []
+    cluster.start_worker(queues=[parked])  # the chord finishes once the queue is consumed
+    assert result.get(timeout=60) == 2

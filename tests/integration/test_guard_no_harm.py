@@ -256,3 +256,29 @@ def test_a_body_chordguard_fails_is_left_to_chordguard_and_one_celery_fails_is_c
         app.backend.chord_error_from_stack(body, error)
     record = open_store(url).chord(result.parent.id)
     assert record.state == "failed" and record.reason == "callback FAILURE recorded by Celery"
+
+
+@pytest.mark.parametrize("members", [40, 400])
+def test_a_large_group_body_costs_its_messages_no_more_than_a_small_one(
+        make_cluster, tmp_path, members):
+    """Map → reduce → map: each member of a group body carries the chord's id, not the
+    body's result tree (which made the guard quadratic in the body's size), and the
+    journal still closes the chord when the last member succeeds."""
+    conf = guard_conf(tmp_path)
+    cluster = make_cluster(REDIS_URL, REDIS_URL, conf)
+    body_queue = f"{cluster.queue}-body"
+    cluster.start_worker()
+    sig = cluster.app.signature
+    result = chord([sig("t.add", (1, i)) for i in range(3)])(
+        group(sig("t.tsum").set(queue=body_queue) for _ in range(members)))
+    client = trace_redis()
+    key = f"{cluster.namespace}:{body_queue}"
+    wait_for(lambda: client.llen(key) == members, 30, what="the body's messages queued")
+    stamps = [json.loads(raw)["headers"]["chordguard"] for raw in client.lrange(key, 0, -1)]
+    assert {s["chord"] for s in stamps} == {result.parent.id}
+    assert max(len(json.dumps(s)) for s in stamps) < 200, stamps[0]
+
+    cluster.start_worker(queues=[body_queue])
+    assert result.get(timeout=60) == [6] * members
+    record = ended(conf["guard"]["store"], result.parent.id)
+    assert (record.state, record.reason) == (SUCCEEDED, "callback succeeded")

@@ -59,7 +59,9 @@ def test_guard_stops_the_duplicate_chain(make_cluster, tmp_path):
     assert record.duplicates >= 1, "the redelivered copy must notice the lease and stop"
     runs = unlock_runs(cluster, result.parent.id)
     assert not repeated_retries(runs), f"one live chain only: {runs}"
-    assert record.polls <= 12
+    # bounded by the deadline, not by a retry count: at most one poll a second until the
+    # reaper's slack past the deadline (unlock_max_interval + 5 s) — 13 seen under load
+    assert record.polls <= 8 + 1 + 5 + 1
 
 
 @pytest.mark.compat
@@ -93,10 +95,14 @@ def test_guard_ignores_the_count_and_bounds_by_deadline(make_cluster, tmp_path):
     too_long = chord([app.signature("t.sleep", (30,))])(app.signature("t.tsum"))
     started = time.monotonic()
     assert long_ok.get(timeout=30) == 5  # > 3 retries of 1 s: plain Celery failed this one
-    with pytest.raises(ChordError, match="deadline"):
-        too_long.get(timeout=30)
+    # the body's own outcome: get() on a db+ result checks the header between polls, and the
+    # revoked header's TaskRevokedError may be seen before the body's ChordError
+    failure = too_long.get(timeout=30, propagate=False)
+    assert isinstance(failure, ChordError) and "deadline" in str(failure), failure
     assert time.monotonic() - started < 20, "the deadline (8 s) ends it, not the 30 s header"
     record = ended(url, too_long.parent.id)
-    assert record.polls <= 12
+    # bounded by the deadline, not by a retry count: at most one poll a second until the
+    # reaper's slack past the deadline (unlock_max_interval + 5 s) — 13 seen under load
+    assert record.polls <= 8 + 1 + 5 + 1
     letter = letter_for(url, too_long.parent.id)
     assert letter.reason.startswith("deadline") and letter.inputs[0]["type"] == "Pending"

@@ -151,8 +151,8 @@ def test_stuck_chord_and_the_token(redis_cluster, served):
 
 
 def test_a_source_past_the_source_timeout_is_down_and_the_verdict_unknown(make_cluster):
-    """``serve --source-timeout`` bounds each source of a snapshot: a Redis broker and
-    backend that hang past it leave the source down, /healthz 503 unknown, never healthy."""
+    """``serve --source-timeout`` bounds each look of a snapshot: a Redis broker and
+    backend that hang past it are down, /healthz 503 unknown, never healthy."""
     with private_redis() as hanging:
         cluster = make_cluster(hanging.url, hanging.url)
         server = Server(cluster, extra=["--source-timeout", "2"])
@@ -165,7 +165,7 @@ def test_a_source_past_the_source_timeout_is_down_and_the_verdict_unknown(make_c
                 assert health.json()["status"] == "unknown"
                 assert "did not answer within 2 s" in health.json()["reason"]
                 assert server.metrics()["chordguard_source_up"][
-                    (("source", "redis_chords"),)] == 0
+                    (("source", "backend"),)] == 0
         finally:
             server.stop()
 

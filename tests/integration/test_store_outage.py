@@ -21,7 +21,6 @@ from chordguard.durable import durable_chord, reap, reap_forever
 from chordguard.store import open_store
 from chordguard.store.timeouts import configure, from_environment
 from tests.cluster import PG_BACKEND, REDIS_URL, wait_for
-from tests.durable_helpers import Trace
 from tests.private_servers import private_postgres, private_redis
 
 CHORDS, PARTS, HANG, DEADLINE, STALL = 20, 5, 15.0, 75.0, 10.0
@@ -32,13 +31,6 @@ SERVERS = {"redis": private_redis, "postgres": private_postgres}
 def server(request):
     with SERVERS[request.param]() as running:
         yield running
-
-
-@pytest.fixture
-def trace():
-    trace = Trace()
-    yield trace
-    trace.close()
 
 
 @pytest.fixture

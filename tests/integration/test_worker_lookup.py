@@ -44,7 +44,9 @@ def test_a_worker_that_answered_only_some_commands_is_unanswered():
 
 
 def test_workers_a_redis_broker_counts_end_a_look_up_nobody_expected(make_cluster):
-    """A private broker, so no other test's workers share its database."""
+    """A private broker, so no other test's workers share its database. One worker runs with
+    Celery's defaults (gossip: a second pattern subscription), one without gossip: only
+    pidbox listeners are counted."""
     with private_redis() as server:
         url = f"redis://127.0.0.1:{server.port}/0"
         cluster = make_cluster(url, url)
@@ -52,10 +54,14 @@ def test_workers_a_redis_broker_counts_end_a_look_up_nobody_expected(make_cluste
         assert control_listeners.count(app) == 0
         empty = survey(app, timeout=30)  # nobody listens: nothing to wait for
         assert (empty.workers, empty.failed) == ([], {})
-        workers = [cluster.start_worker(concurrency=1, wait=False) for _ in range(2)]
+        workers = [cluster.start_worker(concurrency=1, wait=False, celery_defaults=defaults)
+                   for defaults in (True, False)]
         for worker in workers:
             cluster.wait_ready(worker)
         assert control_listeners.count(app) == 2
+        other = make_cluster(url, url)  # another app's worker on the same database
+        other.start_worker(concurrency=1, celery_defaults=True)
+        assert control_listeners.count(app) == 2 and control_listeners.count(other.app) == 1
         assert worker_roster.expected(app) == set()
         # nobody expected, yet the look-up ends once both counted workers answered: with a
         # 30 s reply timeout, a look-up that waited it out would take 30 s

@@ -8,7 +8,7 @@ import pytest
 from celery import Celery
 
 import chordguard
-from chordguard.config import resolve
+from chordguard.config import fan_in, resolve
 from chordguard.errors import ConfigurationError
 
 
@@ -91,3 +91,14 @@ def test_every_part_of_chordguard_resolves_the_same_store(tmp_path, monkeypatch)
     monkeypatch.delenv("CHORDGUARD_STORE")
     assert configured_store(Celery("bare")) is None and store_url(Celery("bare")).startswith(
         "sqlite:///")
+
+
+def test_fan_in_comes_from_install_then_app_conf_either_case():
+    app = Celery("fan-in-config", set_as_current=False)
+    assert fan_in(app) == "celery"
+    app.conf.CHORDGUARD_FAN_IN = "Store"  # Django's CELERY_ namespace leaves it upper case
+    assert fan_in(app) == "store"
+    assert fan_in(app, "celery") == "celery"
+    app.conf.chordguard_fan_in = "barrier"
+    with pytest.raises(ConfigurationError, match="chordguard_fan_in must be one of"):
+        fan_in(app)

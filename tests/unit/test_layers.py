@@ -12,7 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "chordguard"
 WRITE_SIDE = ("chordguard.actions", "chordguard.guard", "chordguard.durable")
-VIEWS = ("chordguard.cli", "chordguard.web", "chordguard.demo")
+VIEWS = ("chordguard.cli", "chordguard.web", "chordguard.demo", "chordguard.mcp")
 DRIVERS = ("sqlalchemy", "redis")
 CELERY_STATE_READERS = ("chordguard.monitor.sources", "chordguard.actions")
 

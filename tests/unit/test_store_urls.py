@@ -8,10 +8,14 @@ import pytest
 from celery import Celery
 
 from chordguard._urls import mask_url
-from chordguard.config import store_url
+from chordguard.config import store_identity, store_url
 from chordguard.errors import ConfigurationError
-from chordguard.store import open_store
+from chordguard.store import by_url, open_store
+from chordguard.store.backends import canonical
 from chordguard.store.redis.store import RedisStore
+from chordguard.store.sql.store import SqlStore
+
+PSYCOPG = "postgresql+psycopg://app:s3cret@db.example:5432/jobs?sslmode=require"
 
 
 def test_cluster_and_sentinel_urls_open_the_redis_store_without_connecting():
@@ -51,3 +55,38 @@ def test_a_sentinel_store_takes_its_master_name_from_the_settings():
 def test_each_url_of_a_sentinel_list_is_masked():
     assert mask_url("sentinel://:s1@h1:1/0;sentinel://u:s2@h2:2/0") == \
         "sentinel://:**@h1:1/0;sentinel://u:**@h2:2/0"
+
+
+@pytest.mark.parametrize("written", [
+    "postgres://app:s3cret@db.example:5432/jobs?sslmode=require",
+    "postgresql://app:s3cret@db.example:5432/jobs?sslmode=require",
+    "POSTGRES://app:s3cret@db.example:5432/jobs?sslmode=require",
+    PSYCOPG,
+])
+def test_postgres_urls_as_people_write_them_mean_psycopg_3(written, monkeypatch):
+    """``postgres://`` and ``postgresql://`` open the SQL store on psycopg 3 (SQLAlchemy's
+    default for ``postgresql://`` is psycopg2, not installed), the same store object as the
+    explicit URL; the app's setting and the environment resolve to the explicit URL, so a
+    worker and the CLI written either way compare equal. Nothing connects."""
+    store = open_store(written)
+    assert by_url(written) is SqlStore and isinstance(store, SqlStore) and store.url == PSYCOPG
+    assert store is open_store(PSYCOPG)
+    app = Celery("pg", broker="memory://", backend="cache+memory://")
+    app.conf.chordguard_store = written
+    assert store_url(app) == PSYCOPG
+    monkeypatch.setenv("CHORDGUARD_STORE", written)
+    assert store_url(Celery("env")) == PSYCOPG
+    assert store_identity(store_url(app)) == "postgresql+psycopg://app:**@db.example:5432/jobs"
+
+
+def test_only_postgres_schemes_are_rewritten():
+    assert canonical("postgres+psycopg2://u@h/d") == "postgresql+psycopg2://u@h/d"
+    assert canonical("postgresql+asyncpg://u@h/d") == "postgresql+asyncpg://u@h/d"
+    for url in ("sqlite:///p.sqlite", "redis://h/0", "memory://x", "postgres", "mysql://u@h/d"):
+        assert canonical(url) == url
+
+
+def test_an_unknown_store_scheme_names_the_postgres_forms_and_masks_the_password():
+    with pytest.raises(ConfigurationError, match="postgresql://") as error:
+        open_store("postgress://u:s3cret@h/d")
+    assert "s3cret" not in str(error.value)

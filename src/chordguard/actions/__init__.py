@@ -5,6 +5,7 @@ dashboard; never by the monitor."""
 from .callback import OperatorFail, fail_callback
 from .fail import FailPlan, fail_chord, plan_fail
 from .purge import PurgeReport, purge_coordination
+from .queued import broker_kind, remove_queued
 
-__all__ = ["FailPlan", "OperatorFail", "PurgeReport", "fail_callback", "fail_chord", "plan_fail",
-           "purge_coordination"]
+__all__ = ["FailPlan", "OperatorFail", "PurgeReport", "broker_kind", "fail_callback", "fail_chord",
+           "plan_fail", "purge_coordination", "remove_queued"]

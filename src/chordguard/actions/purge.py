@@ -12,8 +12,10 @@ from celery import Celery
 from .._timeouts import within
 from ..errors import ConfigurationError
 from ..model import READY_STATES, Chord, ChordKind
+from ..monitor.sources.broker import queue_keys
 from .callback import OperatorFail
 from .fail import ACTION_TIMEOUT, FailPlan, fail_chord, plan_fail
+from .queued import broker_kind
 
 UNLOCK_TASK = "celery.chord_unlock"
 PURGE_LIMIT = 100_000
@@ -50,7 +52,7 @@ def purge_coordination(app: Celery, chords: list[Chord], queues: set[str],
                             all_queues, dry_run)
     reason = "its coordination messages were purged by chordguard clean"
     for chord in affected:
-        report.failed_chords.append(plan_fail(chord, reason) if dry_run
+        report.failed_chords.append(plan_fail(chord, reason, broker_kind(app)) if dry_run
                                     else fail_chord(app, chord, reason, operator))
     return report
 
@@ -85,8 +87,7 @@ def _purge_redis(channel, queues: list[str], all_queues: bool, dry_run: bool,
     prefix = channel.global_keyprefix or ""
     removed: dict[str, int] = {}
     for queue in queues:
-        for priority in sorted(set(channel.priority_steps)):
-            key = prefix + (f"{queue}{channel.sep}{priority}" if priority else queue)
+        for key in queue_keys(channel, queue):
             payloads = client.lrange(key, 0, PURGE_LIMIT - 1)
             doomed = payloads if all_queues else [p for p in payloads if _is_unlock_envelope(p)]
             removed[queue] = removed.get(queue, 0) + len(doomed)

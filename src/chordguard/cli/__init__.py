@@ -21,7 +21,7 @@ import click
 
 from .._urls import mask_text
 from .._version import VERSION
-from ..errors import ChordguardError
+from ..errors import CannotVouchError, ChordguardError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_UNKNOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _META_KEY = "chordguard.settings"
@@ -48,7 +48,10 @@ class Settings:
     def app(self) -> Celery:
         if self._app is None:
             if self.celery_app is not None and not self.app_path:
+                from .appctx import set_up_framework
+
                 self._app = self.celery_app
+                set_up_framework(self._app)
                 if self.broker or self.backend:
                     self._app.conf.update({k: v for k, v in (("broker_url", self.broker),
                                           ("result_backend", self.backend)) if v})
@@ -127,6 +130,9 @@ def command(group_commands: list[click.Command], **attrs: Any) -> Callable:
         def run(*args: Any, **kwargs: Any) -> Any:
             try:
                 code = fn(*args, **kwargs)
+            except CannotVouchError as exc:
+                click.echo(f"chordguard: unknown: {mask_text(str(exc))}", err=True)
+                code = EXIT_UNKNOWN
             except ChordguardError as exc:
                 click.echo(f"chordguard: {mask_text(str(exc))}", err=True)
                 code = EXIT_PROBLEMS
@@ -148,7 +154,7 @@ COMMANDS: list[click.Command] = []
 COMMAND_MODULES = {
     "status": "monitor", "check": "monitor", "inspect": "monitor", "watch": "watch",
     "doctor": "doctor", "revoke": "actions", "clean": "actions", "fix": "fix",
-    "reap": "durable", "dlq": "dlq", "serve": "serve", "demo": "demo",
+    "reap": "durable", "dlq": "dlq", "serve": "serve", "demo": "demo", "mcp": "mcp",
 }
 
 

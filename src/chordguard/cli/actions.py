@@ -6,13 +6,13 @@ import sys
 
 import click
 
-from ..actions import OperatorFail, fail_chord, plan_fail, purge_coordination
-from ..errors import ChordguardError, UnreachableError
+from ..actions import OperatorFail, broker_kind, fail_chord, plan_fail, purge_coordination
+from ..errors import CannotVouchError, ChordguardError
 from ..model import READY_STATES, to_jsonable
-from ..monitor.api import stuck_chords
+from ..monitor.api import blind_spot, find_each, stuck_chords
 from ..monitor.collect import collect
 from ..monitor.sources.holdings import candidate_queues
-from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, IN_PROCESS, command, settings
+from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, EXIT_UNKNOWN, IN_PROCESS, command, settings
 from .monitor import MAX_HOURS
 
 
@@ -34,7 +34,7 @@ def revoke(chord_ids: tuple[str, ...], max_hours: float, dry_run: bool, force: b
     opts = settings()
     snapshot = collect(opts.app, stuck_after_hours=max_hours)
     if chord_ids:
-        chosen = [snapshot.find(i) for i in chord_ids]
+        snapshot, chosen = find_each(opts.app, snapshot, list(chord_ids), max_hours)
         unknown = [i for i, c in zip(chord_ids, chosen, strict=True) if c is None]
         if unknown:
             raise ChordguardError(f"unknown chord id(s): {', '.join(unknown)} (see chordguard "
@@ -54,7 +54,7 @@ def revoke(chord_ids: tuple[str, ...], max_hours: float, dry_run: bool, force: b
     for chord in targets:
         reason = "; ".join(d.summary for d in chord.diagnoses if d.severity == "blocking") \
             or "failed on request (chordguard revoke)"
-        plan = plan_fail(chord, reason) if dry_run else \
+        plan = plan_fail(chord, reason, broker_kind(opts.app)) if dry_run else \
             fail_chord(opts.app, chord, reason, operator)
         done.append(plan)
         if not opts.json:
@@ -62,11 +62,16 @@ def revoke(chord_ids: tuple[str, ...], max_hours: float, dry_run: bool, force: b
             opts.console.print(f"[bold]{verb}[/] {chord.kind.value} chord {chord.id}: {reason}")
             for step in plan.steps:
                 opts.console.print(f"  - {step}")
+    unseen = None if chord_ids else blind_spot(snapshot)
     if opts.json:
         opts.emit_json({"schema": "chordguard.revoke/1", "dry_run": dry_run,
-                        "chords": to_jsonable(done)})
+                        "chords": to_jsonable(done), "unseen": unseen})
+    elif unseen:
+        opts.console.print(f"[bold yellow]unknown[/]: {unseen}: stuck chords there are not shown")
     elif not targets:
         opts.console.print(f"[green]no stuck chords[/] (limit {max_hours:g} h)")
+    if unseen:
+        return EXIT_UNKNOWN
     failed_sources = [s for s in snapshot.sources if not s.ok]
     return EXIT_PROBLEMS if failed_sources else EXIT_OK
 
@@ -92,9 +97,9 @@ def clean(force: bool, all_queues: bool, dry_run: bool, in_process: bool) -> int
         raise click.UsageError("clean deletes broker messages: add --force (or --dry-run)")
     opts = settings()
     snapshot = collect(opts.app)
-    if any(not s.ok for s in snapshot.sources):
-        details = "; ".join(f"{s.name}: {s.detail}" for s in snapshot.sources if not s.ok)
-        raise UnreachableError(f"not cleaning on a partial view ({details})")
+    unseen = blind_spot(snapshot)
+    if unseen:
+        raise CannotVouchError(f"not cleaning on a partial view: {unseen}")
     queues = candidate_queues(opts.app, snapshot.facts.consumed_queues or set())
     report = purge_coordination(opts.app, snapshot.chords, queues, all_queues, dry_run,
                                 OperatorFail(in_process=in_process))

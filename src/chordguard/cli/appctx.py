@@ -8,6 +8,7 @@ import sys
 
 from celery import Celery
 from celery.app.utils import find_app
+from celery.fixups.django import DjangoFixup
 
 from ..errors import ConfigurationError
 
@@ -25,6 +26,7 @@ def load_app(app_path: str | None = None, broker: str | None = None,
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
         app = _find_app(app_path)
+        set_up_framework(app)
     else:
         broker = broker or os.environ.get("CELERY_BROKER_URL")
         backend = backend or os.environ.get("CELERY_RESULT_BACKEND")
@@ -59,6 +61,20 @@ def _find_app(app_path: str) -> Celery:
                                  "directory that holds it, or set PYTHONPATH)") from exc
     except Exception as exc:  # errors raised by the user's module itself
         raise ConfigurationError(f"cannot load Celery app {app_path!r}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+
+
+def set_up_framework(app: Celery) -> None:
+    """Set up the app's framework as ``celery -A proj worker`` does before anything touches
+    its backend: with Celery's Django fixup (``DJANGO_SETTINGS_MODULE`` set when the app was
+    made), importing the default modules runs ``django.setup()`` (the ``django-db`` backend
+    and the guard's journal read Django models). Any other app is left as it is."""
+    if not any(isinstance(fixup, DjangoFixup) for fixup in app._fixups or ()):
+        return
+    try:
+        app.loader.import_default_modules()
+    except Exception as exc:  # the user's settings or modules failed: say so, plainly
+        raise ConfigurationError(f"cannot set up Django for app {app.main!r}: "
                                  f"{type(exc).__name__}: {exc}") from exc
 
 

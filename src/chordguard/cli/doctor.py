@@ -6,12 +6,17 @@ import celery
 from rich.panel import Panel
 from rich.text import Text
 
-from ..model import Severity, to_jsonable
+from ..coordination import kind_of
+from ..model import ChordKind, Severity
 from ..monitor.celery_hazards import Hazard, hazards
 from ..monitor.doctor import Finding, config_from_app, lint
+from ..monitor.documents import doctor_json
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, command, settings
 
-SCHEMA = "chordguard.doctor/1"
+JOINS = {ChordKind.REDIS: "joined by the Redis result backend's counter keys (kind redis)",
+         ChordKind.DJANGO: "joined by django-db's ChordCounter rows (django-celery-results; "
+                           "kind django)",
+         ChordKind.UNLOCK: "joined by celery.chord_unlock polling the header (kind unlock)"}
 
 
 def finding_panel(item: Finding) -> Panel:
@@ -39,15 +44,16 @@ def doctor() -> int:
     the installed Celery's known chord hazards and what chordguard does about each, and
     warns when guarded workers use another store than this command."""
     opts = settings()
+    if opts.json:
+        document = doctor_json(opts.app)
+        opts.emit_json(document)
+        return EXIT_PROBLEMS if document["findings"] else EXIT_OK
     config = config_from_app(opts.app, ask_workers=True)
     findings = lint(config)
     known = hazards(config.celery)
-    if opts.json:
-        opts.emit_json({"schema": SCHEMA, "findings": to_jsonable(findings),
-                        "celery": {"version": celery.__version__,
-                                   "supported": config.celery.supported,
-                                   "hazards": to_jsonable(known)}})
-        return EXIT_PROBLEMS if findings else EXIT_OK
+    kind = kind_of(opts.app)
+    joins = JOINS[kind] if kind else "unknown (no source reads this result backend's chords)"
+    opts.console.print(f"chords of this app: {joins}")
     opts.console.print(hazards_panel(known))
     if findings:
         for item in findings:

@@ -13,12 +13,22 @@ import sys
 
 import click
 
-from ..actions import FailPlan, OperatorFail, fail_chord, plan_fail
+from ..actions import FailPlan, OperatorFail, broker_kind, fail_chord, plan_fail
 from ..model import READY_STATES, Chord, format_seconds, to_jsonable
+from ..monitor.api import blind_spot
 from ..monitor.collect import collect
 from ..monitor.doctor import config_from_app, lint
 from ..monitor.triage import idle_seconds, reason, recommendations, triage
-from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, IN_PROCESS, Settings, command, settings
+from . import (
+    COMMANDS,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_UNKNOWN,
+    IN_PROCESS,
+    Settings,
+    command,
+    settings,
+)
 from .render import print_status
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -48,7 +58,8 @@ def describe(chord: Chord) -> str:
 
 def act(opts: Settings, chord: Chord, dry_run: bool, operator: OperatorFail) -> FailPlan:
     why = reason(chord, "chordguard fix")
-    plan = plan_fail(chord, why) if dry_run else fail_chord(opts.app, chord, why, operator)
+    plan = plan_fail(chord, why, broker_kind(opts.app)) if dry_run \
+        else fail_chord(opts.app, chord, why, operator)
     if not opts.json:
         verb = "would fail" if dry_run else "failed"
         opts.console.print(f"  [bold]{verb}[/] {chord.id}")
@@ -69,7 +80,8 @@ def fix(stuck_after: float, auto_fail_after: float, yes: bool, dry_run: bool,
         in_process: bool) -> int:
     """Show status, fail stuck chords (asking first), recommend next steps.
 
-    Exit 0 when nothing stuck is left, 1 otherwise, 130 on Ctrl-C.
+    Exit 0 when nothing stuck is left, 1 otherwise, 3 when what could not be seen may hide
+    stuck chords, 130 on Ctrl-C.
     """
     opts = settings()
     snapshot = collect(opts.app, stuck_after_hours=stuck_after / 3600)
@@ -101,13 +113,18 @@ def fix(stuck_after: float, auto_fail_after: float, yes: bool, dry_run: bool,
             if not opts.json and not interactive:
                 opts.console.print("  left as it is (no terminal to ask; --yes fails it)")
     advice = recommendations(snapshot, lint(config_from_app(opts.app)))
+    unseen = blind_spot(snapshot)
     if opts.json:
         opts.emit_json({"schema": "chordguard.fix/1", "dry_run": dry_run,
                         "failed": to_jsonable(done), "left": [c.id for c in left],
-                        "recommendations": advice})
+                        "recommendations": advice, "unseen": unseen})
     else:
+        if unseen:
+            opts.console.print(f"[bold yellow]unknown[/]: {unseen}: stuck chords there are "
+                               "not shown")
         opts.console.print("\n[bold]Recommendations[/]" if advice else "")
         for line in advice:
             opts.console.print(f"  - {line}")
-    failed_sources = [s for s in snapshot.sources if not s.ok]
-    return EXIT_PROBLEMS if left or failed_sources or (dry_run and done) else EXIT_OK
+    if left or (dry_run and done):
+        return EXIT_PROBLEMS
+    return EXIT_UNKNOWN if unseen else EXIT_OK

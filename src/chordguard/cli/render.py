@@ -6,28 +6,15 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
-from ..model import Chord, Severity, Snapshot, format_seconds, to_jsonable
-from ..monitor.api import health_from
+from ..model import Chord, Severity, Snapshot, format_seconds
+from ..monitor.api import health_from, verdict
 
-SCHEMA_VERSION = 1
 BAR_WIDTH = 12
+TABLE_ROWS = 100  # chords drawn in a table; --json lists every one
 
 if TYPE_CHECKING:
     from rich.console import Console, Group
     from rich.table import Table
-
-
-def snapshot_json(snapshot: Snapshot, command: str, chords: list[Chord] | None = None,
-                  ) -> dict[str, Any]:
-    """The documented ``--json`` document (docs/json.md)."""
-    return {
-        "schema": f"chordguard.{command}/{SCHEMA_VERSION}",
-        "taken_at": snapshot.taken_at.isoformat(),
-        "celery_version": snapshot.celery_version,
-        "health": health_from(snapshot),
-        "sources": to_jsonable(snapshot.sources),
-        "chords": to_jsonable(snapshot.chords if chords is None else chords),
-    }
 
 
 def progress_bar(chord: Chord) -> Text:
@@ -41,21 +28,26 @@ def progress_bar(chord: Chord) -> Text:
 
 def diagnosis_text(chord: Chord) -> Text:
     if not chord.diagnoses:
-        return Text("ok", style="green")
+        return Text("unknown: " + chord.unseen, style="yellow") if chord.unseen \
+            else Text("ok", style="green")
     parts = [Text(d.code, style="bold red" if d.severity is Severity.BLOCKING else "yellow")
              for d in chord.diagnoses]
     return Text(" ").join(parts)
 
 
 def status_table(snapshot: Snapshot, chords: list[Chord] | None = None) -> Table:
+    """The first ``TABLE_ROWS`` chords (``--json`` lists every one)."""
     from rich.table import Table  # tables load only when one is drawn
 
+    chosen = snapshot.chords if chords is None else chords
+    more = len(chosen) - TABLE_ROWS
     table = Table(title=f"In-flight chords — celery {snapshot.celery_version}",
-                  title_justify="left")
+                  title_justify="left",
+                  caption=f"… and {more:,} more: --json lists every one" if more > 0 else None)
     for column in ("kind", "chord id", "callback", "progress", "age", "idle", "unlock retries",
                    "diagnoses"):
         table.add_column(column, no_wrap=column in ("chord id", "progress"))
-    for chord in snapshot.chords if chords is None else chords:
+    for chord in chosen[:TABLE_ROWS]:
         table.add_row(chord.kind.value, chord.id, chord.callback_name or "unknown",
                       progress_bar(chord),
                       chord.age.label() if chord.age else "?",
@@ -76,15 +68,21 @@ def totals_line(snapshot: Snapshot) -> Text:
     text += Text(health["status"], style=style)
     if health["status"] != "healthy":
         text += Text(f" ({health['reason']})")
+    if health["diagnoses"]:
+        text += Text("\ndiagnoses: " + ", ".join(
+            f"{code} {count}" for code, count in sorted(health["diagnoses"].items())))
     return text
 
 
 def sources_line(snapshot: Snapshot) -> Text:
+    """Each source's name, and why a failed one failed unless the verdict's reason says it."""
+    shown = verdict(snapshot)[1]
     text = Text("sources: ")
     for report in snapshot.sources:
         text += Text(f"{report.name} ", style="green" if report.ok else "bold red")
         if not report.ok:
-            text += Text(f"FAILED ({report.detail}) ", style="red")
+            text += Text("FAILED " if report.detail in shown else
+                         f"FAILED ({report.detail}) ", style="red")
     if not snapshot.sources:
         text += Text("none applied to this app", style="yellow")
     return text

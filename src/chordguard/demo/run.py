@@ -24,7 +24,7 @@ from ..errors import ChordguardError
 from .app import make_demo_app
 
 WORKER_START_TIMEOUT = 30.0
-DETECT_TIMEOUT = 60.0
+DETECT_TIMEOUT = 120.0  # a busy machine: a look whose worker did not answer is retried
 
 
 class DemoError(ChordguardError):
@@ -34,7 +34,7 @@ class DemoError(ChordguardError):
 def run_demo(root: Path, console: Console) -> int:
     """Run the demo in ``root``; return 0 when the monitor found the stuck chord."""
     root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CHORDGUARD_DEMO_DIR": str(root)}
+    env = _contained(root)
     app = make_demo_app(root)
     console.print(Rule("chordguard demo"))
     console.print(f"embedded cluster in {root}: filesystem broker, SQLite result backend")
@@ -80,6 +80,13 @@ def run_demo(root: Path, console: Console) -> int:
     finally:
         _stop(worker)
         app.close()
+
+
+def _contained(root: Path) -> dict[str, str]:
+    """The worker's and the commands' environment: whatever chordguard keeps for a user (the
+    workers' roster, the default store) goes under ``root``, never into the user's store."""
+    env = {k: v for k, v in os.environ.items() if k != "CHORDGUARD_STORE"}
+    return {**env, "CHORDGUARD_DEMO_DIR": str(root), "XDG_STATE_HOME": str(root / "state")}
 
 
 def _start_worker(env: dict[str, str], root: Path) -> subprocess.Popen:

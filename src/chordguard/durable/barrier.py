@@ -43,8 +43,8 @@ def failed(task_id: str, exc: BaseException | str, type_name: str | None = None)
 
 
 def callback_arg(envelope: str | None, policy: Policy) -> Any:
-    """What the callback receives for one part: its result (``fail``) or its envelope."""
+    """What the callback receives for one part: its envelope (``continue``) or its result."""
     if envelope is None:
         return None
     value = loads(envelope)
-    return value.get("result") if policy is Policy.FAIL else value
+    return value if policy is Policy.CONTINUE else value.get("result")

@@ -28,6 +28,7 @@ from celery import Celery
 from ..config import outage_settle, store_url
 from ..store import Store, open_store, unreachable
 from ..store.records import KEEP_SECONDS, BarrierState
+from .actions import drop_unfinished_headers
 from .barrier import claim_grace
 from .dispatch import dispatch, fail_chord
 
@@ -149,10 +150,20 @@ def _pass(app: Celery, barriers: Store, now: float, grace: float,
             if failed is not None:
                 fail_chord(app, barriers, failed, reason)
                 report.failed[barrier.id] = reason
+                _drop_headers(app, barriers, barrier.id)
         elif barrier.state is BarrierState.DISPATCHING \
                 and _redispatch(app, barriers, barrier.id, now, grace):
             report.redispatched.append(barrier.id)
     return report
+
+
+def _drop_headers(app: Celery, barriers: Store, chord_id: str) -> None:
+    """The chord is failed: its unfinished headers should not run later (best effort)."""
+    try:
+        drop_unfinished_headers(app, barriers, chord_id)
+    except Exception:  # a broker hiccup leaves the chord failed all the same
+        logger.exception("durable chord %s: its unfinished headers were not revoked/removed",
+                         chord_id)
 
 
 def _overdue(state: BarrierState, deadline_at: float, updated_at: float, stall: float,

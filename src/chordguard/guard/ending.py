@@ -16,7 +16,7 @@ from ..actions import fail_chord
 from ..model import READY_STATES, Chord, ChordKind, HeaderPart
 from ..store.clock import store_now
 from ..store.records import DEAD_LETTERED, ChordRecord, DeadLetter, jsonable
-from . import envelopes
+from . import envelopes, errbacks_run
 from .state import Guard
 
 logger = logging.getLogger(__name__)
@@ -101,8 +101,11 @@ def _model(guard: Guard, record: ChordRecord, states: dict[str, str]) -> Chord:
     callback_state = None
     if record.callback_id:
         callback_state = guard.app.AsyncResult(record.callback_id).state
+    callback = record.callback
+    if callback:  # errbacks Celery ran when it failed a part of the header: not again
+        callback = errbacks_run.without(callback, errbacks_run.already_run(guard.store, states))
     return Chord(id=record.id, kind=ChordKind(record.kind), callback_name=record.callback_name,
                  callback_id=record.callback_id, header=header,
                  callback_state=callback_state if callback_state in READY_STATES else None,
-                 callback_signature=record.callback)
+                 callback_signature=callback)
 

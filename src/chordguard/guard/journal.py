@@ -3,13 +3,15 @@
 - publication: the backend's ``apply_chord`` (called by every chord, any backend, any
   thread) is wrapped; it writes the record, stamps the body's final tasks (the callback, a
   chain's last step, every member of a group body; see ``body``) with a ``chordguard``
-  message header (chord id, callback id, deadline, the body's result tree) and hands the
+  message header (chord id, callback id, deadline; ``body`` when the callback is not one
+  task, whose tree is then read from the journal, see ``body_watch``) and hands the
   deadline to the unlock task. It never unrolls a lazy header or changes what Celery
   publishes, and if the store fails the chord runs exactly as Celery runs it;
 - finished parts: ``task_postrun`` of a header task appends to the process's PartBuffer;
-- the end: ``task_postrun`` of a stamped final task ends the record once the whole body is
-  ready; a failed one is dead-lettered with its inputs and traceback and counts for its
-  breaker; a body Celery fails itself ends it as failed (``celery_failed``).
+- the end: ``task_postrun`` of a stamped final task ends the record: the callback's at once,
+  a body's final task once the whole body is ready (judged in the background, see
+  ``body_watch``); a failed one is dead-lettered with its inputs and traceback and counts
+  for its breaker; a body Celery fails itself ends it as failed (``celery_failed``).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from typing import Any
 from celery import Celery, signals
 from celery.utils.functional import _regen
 
-from ..model import STAMP
+from ..model import FAN_IN_MARK, STAMP, callback_stamp
 from ..store.clock import store_now
 from ..store.records import FAILED, SUCCEEDED, ChordRecord, PartUpdate, jsonable
-from . import breaker, celery_failed
-from .body import UnknownBody, body_outcome, final_tasks, is_single_task, result_tree
+from . import breaker, celery_failed, errbacks_run
+from .backends import on_every_backend
+from .body import UnknownBody, final_tasks, is_single_task
 from .ending import dead_letter, ensure_record
 from .state import Guard, guard_of
 
@@ -42,22 +45,8 @@ def with_deadline(signature: Any, seconds: float) -> Any:
 
 
 def wrap_apply_chord(guard: Guard) -> None:
-    """Journal every chord this app publishes, from any thread.
-
-    ``app.backend`` is one instance per thread unless the backend is thread safe, so the
-    app's backend factory is wrapped as well as the instance already made.
-    """
-    app = guard.app
-    make_backend = app._get_backend
-
-    def get_backend() -> Any:
-        backend = make_backend()
-        _wrap_backend(guard, backend)
-        return backend
-
-    app._get_backend = get_backend
-    if app._backend is not None:
-        _wrap_backend(guard, app._backend)
+    """Journal every chord this app publishes, from any thread (``on_every_backend``)."""
+    on_every_backend(guard.app, lambda backend: _wrap_backend(guard, backend))
 
 
 def _wrap_backend(guard: Guard, backend: Any) -> None:
@@ -100,17 +89,18 @@ def _record_publication(guard: Guard, header_result_args: Any, body: Any,
     created = store_now(guard.store)  # deadlines are judged on the store's clock
     deadline = created + float(seconds or guard.settings.deadline)
     try:
-        finals, tree = final_tasks(body), result_tree(body)
+        finals = final_tasks(body)
     except UnknownBody:
-        finals, tree = [], None
+        finals = []
     guard.store.record_chord(ChordRecord(
         id=group_id, app=guard.app.main or "", kind=guard.kind.value,
         callback_name=body.get("task"), callback_id=body.id,
         header_ids=_ready_ids(results), created_at=created, deadline_at=deadline,
         callback=jsonable(dict(body))))
-    stamp = {"chord": group_id, "callback": body.id, "deadline": deadline}
-    if tree is not None and not is_single_task(body):
-        stamp["body"] = tree
+    if finals and not is_single_task(body):  # its tree stays in the journal: O(1) a message
+        stamp: dict = {"chord": group_id, "deadline": deadline, "body": True}
+    else:
+        stamp = callback_stamp(group_id, body.id, deadline)
     for task in finals:
         options = task.setdefault("options", {})
         headers = dict(options.get("headers") or {})
@@ -121,6 +111,7 @@ def _record_publication(guard: Guard, header_result_args: Any, body: Any,
         else:
             headers[STAMP] = stamp
         options["headers"] = headers
+    errbacks_run.note_parts(guard.store, group_id, body)
     return {"deadline": deadline, "created": created}
 
 
@@ -139,7 +130,8 @@ def connect_signals(app: Celery) -> None:
         if task is None or task.app is not app:
             return
         request = task.request
-        if request.chord is not None and request.group and state != "RETRY":
+        if request.chord is not None and request.group and state != "RETRY" \
+                and FAN_IN_MARK not in ((request.chord or {}).get("options") or {}):
             guard = guard_of(app)
             if guard is not None:
                 guard.parts.add(PartUpdate(request.group, task_id or "", state or "?",
@@ -153,8 +145,8 @@ def connect_signals(app: Celery) -> None:
         for stamp in _stamps(request, task_id):
             if "body" not in stamp:
                 _callback_succeeded(app, stamp, task.name)
-            else:
-                _body_task_succeeded(app, stamp, task.name)
+            elif (guard := guard_of(app)) is not None:
+                guard.bodies.finished(stamp, task.name)  # judged off the task's path
 
     def on_failure(sender: Any = None, task_id: str | None = None, exception: Any = None,
                    args: Any = None, einfo: Any = None, **_: Any) -> None:
@@ -184,19 +176,13 @@ def _stamps(request: Any, task_id: str | None) -> list[dict]:
     return [s for s in stamps if "body" in s or s.get("callback") == task_id]
 
 
-def _body_task_succeeded(app: Celery, stamp: dict, name: str) -> None:
-    """A final task of a group/chain/chord body succeeded: the chord ends with its body."""
-    try:
-        outcome = body_outcome(app, stamp["body"])
-    except Exception:
-        logger.exception("chordguard: could not read the body of chord %s", stamp.get("chord"))
-        return
+def body_ended(app: Celery, stamp: dict, name: str, outcome: str) -> None:
+    """Every final task of a group/chain/chord body is ready: the chord ends with its body
+    (called by the guard's ``BodyWatch``)."""
     if outcome == "SUCCESS":
         _callback_succeeded(app, stamp, name)
-    elif outcome == "FAILURE":
-        guard = guard_of(app)
-        if guard is not None:
-            guard.store.finish_chord(stamp["chord"], FAILED, "a task of the body failed")
+    elif (guard := guard_of(app)) is not None:
+        guard.store.finish_chord(stamp["chord"], FAILED, "a task of the body failed")
 
 
 def _callback_succeeded(app: Celery, stamp: dict, name: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import celery
 from celery import Celery
 
-from ..errors import UnknownChordError, UnreachableError
+from ..errors import CannotVouchError, UnknownChordError
 from ..model import Chord, ChordKind, Snapshot
 from .collect import cluster_facts, collect
 from .diagnose import AFTER_END
@@ -32,28 +32,42 @@ def find_chord(app: Celery, chord_id: str) -> tuple[Snapshot, Chord]:
     so when chord_unlock joins this app's chords, a chord not seen is looked for once more,
     ``RELOOK_PAUSE`` after the first look ended, before it is called unknown. A chord that has
     ended is found in the guard's journal or the durable store (``Chord.ended`` tells when,
-    how and why) without waiting. Raises UnknownChordError, or UnreachableError when no
-    source answered.
+    how and why) without waiting. Raises UnknownChordError, or CannotVouchError when it
+    is not seen and the view is not whole (``verdict`` unknown).
     """
     for source in (journal, durable):
-        over = source.ended(app, chord_id)
+        try:
+            over = source.ended(app, chord_id)
+        except Exception:  # noqa: BLE001 - the store is down: collect's probe names it
+            continue
         if over is not None:
             facts = cluster_facts(app)
             over.diagnoses = [d for rule in AFTER_END if (d := rule(over, facts)) is not None]
             return Snapshot(taken_at=datetime.now(UTC), celery_version=celery.__version__,
                             facts=facts, chords=[over]), over
-    looks = 2 if unlock_chords.SOURCE.applies(app) else 1
-    for look in range(looks):
-        if look:
-            time.sleep(RELOOK_PAUSE)
-        snapshot = collect(app)
-        chord = snapshot.find(chord_id)
-        if chord is not None:
-            return snapshot, chord
-        if snapshot.sources and not any(s.ok for s in snapshot.sources):
-            details = "; ".join(f"{s.name}: {s.detail}" for s in snapshot.sources)
-            raise UnreachableError(f"no source answered ({details})")
+    snapshot, (chord,) = find_each(app, collect(app), [chord_id])
+    if chord is not None:
+        return snapshot, chord
+    status, why = verdict(snapshot)
+    if status == UNKNOWN:
+        raise CannotVouchError(f"chord {chord_id} not seen, and the view cannot vouch "
+                               f"that it is not there: {why}")
     raise UnknownChordError(chord_id)
+
+
+def find_each(app: Celery, snapshot: Snapshot, chord_ids: list[str],
+              stuck_after_hours: float | None = None,
+              ) -> tuple[Snapshot, list[Chord | None]]:
+    """Each of ``chord_ids`` (group or callback id) in ``snapshot``, None where not seen. When
+    chord_unlock joins this app's chords, those not seen are looked for once more,
+    ``RELOOK_PAUSE`` later (their unlock message may have been in transit, as ``find_chord``
+    explains); the snapshot returned is the last one taken."""
+    found = [snapshot.find(i) for i in chord_ids]
+    if all(found) or not unlock_chords.SOURCE.applies(app):
+        return snapshot, found
+    time.sleep(RELOOK_PAUSE)
+    again = collect(app, stuck_after_hours=stuck_after_hours)
+    return again, [chord or again.find(i) for chord, i in zip(found, chord_ids, strict=True)]
 
 
 def stuck_chords(snapshot: Snapshot) -> list[Chord]:
@@ -67,15 +81,16 @@ def check_stuck_chords(app: Celery, max_runtime_hours: float) -> list[Chord]:
 
 
 HEALTHY, UNHEALTHY, UNKNOWN = "healthy", "unhealthy", "unknown"
-CHORD_SOURCES = ("redis_chords", "unlock")  # one of them reads the chords of any backend
+CHORD_SOURCES = ("redis_chords", "unlock", "django_chords")  # one reads any backend's chords
 
 
 def health_check(app: Celery, max_runtime_hours: float = 1.0) -> dict[str, Any]:
     """Counts of in-flight and stuck chords, ``status`` and a one-line ``reason``.
 
     ``status`` is ``"healthy"``, ``"unhealthy"`` (a stuck chord or an open breaker) or
-    ``"unknown"``: a source failed, the view is incomplete, or no source reads the chords of
-    the app's result backend. Never "healthy" on what it could not see.
+    ``"unknown"``: a source failed, a chord has parts the look could not account for
+    (``Chord.unseen``), chord_unlock chords are joined and the view is incomplete, or no
+    source reads the chords of the app's result backend. Never "healthy" on what it could not see.
     """
     return health_from(collect(app, stuck_after_hours=max_runtime_hours))
 
@@ -88,16 +103,30 @@ def verdict(snapshot: Snapshot) -> tuple[str, str]:
         parts = [f"{len(stuck)} stuck chord(s)"] if stuck else []
         parts += [f"circuit open for {', '.join(tripped)}"] if tripped else []
         return UNHEALTHY, "; ".join(parts)
+    unseen = blind_spot(snapshot)
+    if unseen:
+        return UNKNOWN, unseen
+    return HEALTHY, f"{len(snapshot.chords)} chord(s) in flight, none stuck"
+
+
+def blind_spot(snapshot: Snapshot) -> str | None:
+    """What the snapshot could not see that a verdict needs (a place or source that failed,
+    an incomplete look, a backend no source reads), or None when it saw it all."""
     failed = [f"{s.name}: {s.detail}" for s in snapshot.sources if not s.ok]
     if failed:
-        return UNKNOWN, "source failed: " + "; ".join(failed)
+        return "cannot read " + "; ".join(failed)
     applied = {s.name for s in snapshot.sources}
     if not applied & set(CHORD_SOURCES):
-        return UNKNOWN, "no source reads the chords of this app's result backend"
-    looked = "unlock" in applied or any(c.kind is ChordKind.REDIS for c in snapshot.chords)
-    if looked and not snapshot.facts.holdings_complete:
-        return UNKNOWN, "incomplete view: a worker did not answer or a queue was not read"
-    return HEALTHY, f"{len(snapshot.chords)} chord(s) in flight, none stuck"
+        why = snapshot.facts.unread_join
+        return "no source reads the chords of this app's result backend" + \
+            (f" ({why})" if why else "")
+    if applied & {"unlock", "django_chords"} and not snapshot.facts.holdings_complete:
+        return ("incomplete view: a worker did not answer or a queue was not read, and "
+                "chord_unlock and django-db chords are seen only through their messages")
+    if resting := [c for c in snapshot.chords if c.unseen]:
+        return (f"{len(resting)} chord(s) rest on what the look could not see, first "
+                f"{resting[0].id}: {resting[0].unseen}")
+    return None
 
 
 def health_from(snapshot: Snapshot) -> dict[str, Any]:

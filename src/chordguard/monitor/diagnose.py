@@ -44,10 +44,18 @@ CATALOG: dict[str, Code] = {c.code: c for c in [
          "Fail the chord with `chordguard revoke`; keep results longer than your longest chord "
          "(result_expires) and never delete header results while a chord waits."),
     Code("counter_lost", Severity.BLOCKING,
-         "The Redis chord counter (.s key) is gone while parts remain: the last header task "
-         "cannot know it is last, so the callback will never fire and nothing is logged.",
+         "The chord counter is gone while parts remain (Redis: the .s key; django-db: the "
+         "ChordCounter row): the last header task cannot know it is last, so the callback "
+         "will never fire (Redis logs nothing; django-db logs \"Can't find ChordCounter\").",
          "Fail the chord with `chordguard revoke`; raise result_chord_expires above your "
          "longest chord."),
+    Code("counter_mismatch", Severity.BLOCKING,
+         "django-db: the ChordCounter's count disagrees with the header parts still "
+         "unfinished. Lower: a part was counted twice (django-celery-results#397), so the "
+         "count reaches 0 early, the row is deleted and the callback never fires. Higher: a "
+         "part finished without counting down, so the count never reaches 0.",
+         "Fail the chord with `chordguard revoke`; make header parts run once (no acks_late "
+         "redelivery of finished tasks, visibility_timeout above the longest task)."),
     Code("counter_expiring", Severity.WARNING,
          "The Redis chord counter's TTL will run out before the header is likely to finish.",
          "Raise result_chord_expires (or result_expires) above the longest chord's duration."),
@@ -92,7 +100,7 @@ CATALOG: dict[str, Code] = {c.code: c for c in [
          "`chordguard revoke` fails it now."),
 ]}
 
-KINDS = {"redis": "Redis chord", "unlock": "chord_unlock chord",
+KINDS = {"redis": "Redis chord", "unlock": "chord_unlock chord", "django": "django-db chord",
          "guarded": "guarded (journal)", "durable": "durable"}
 """The chord kinds docs/diagnoses.md tells evidence for (guarded: any kind, guard installed)."""
 HOLDINGS = "queue peek + workers' reserved/active (shared look-up)"
@@ -103,42 +111,61 @@ EVIDENCE: dict[str, dict[str, str]] = {
         "redis": "idle since the last part recorded in the chord's `.j` key",
         "unlock": "header results' done times and the unlock message's retries (a lower "
                   "bound of the age)",
+        "django": "TaskResult.date_done of the last finished header part; age from "
+                  "GroupResult.date_created, else a lower bound (earliest TaskResult)",
         "guarded": "journal: exact publication time and last finished header part",
         "durable": "barrier: creation time and last completed part"},
     "lost_header": {
         "redis": f"header result PENDING + {HOLDINGS}; complete view, past the grace",
         "unlock": f"header result PENDING + {HOLDINGS}; complete view, past the grace",
+        "django": f"ids from ChordCounter.sub_tasks, no TaskResult row + {HOLDINGS}; "
+                  "complete view, two looks, past the grace",
         "guarded": "as its kind, every header id from the journal; the guard's unlock also "
                    "ends the chord (journal saw the part finish, its result reads PENDING)",
         "durable": f"{NONE}: the barrier counts parts; its deadline ends the chord"},
     "counter_lost": {
         "redis": "the chord's Redis keys: `.s` gone while `.j` remains",
-        "unlock": NONE, "guarded": "as a Redis chord; the reaper ends it by its deadline",
+        "unlock": NONE,
+        "django": "no ChordCounter row while the journal or a queued header message names "
+                  "the chord and header parts remain unfinished (TaskResult)",
+        "guarded": "as its kind; the reaper ends it by its deadline",
+        "durable": NONE},
+    "counter_mismatch": {
+        "redis": NONE, "unlock": NONE,
+        "django": "ChordCounter.count against the header parts without a ready TaskResult, "
+                  "idle past 20 s",
+        "guarded": "as a django-db chord; the reaper ends it by its deadline",
         "durable": NONE},
     "counter_expiring": {
         "redis": "`.s` TTL against the idle time and mean gap between part returns",
-        "unlock": NONE, "guarded": "as a Redis chord, with the journal's exact age",
+        "unlock": NONE, "django": NONE,
+        "guarded": "as a Redis chord, with the journal's exact age",
         "durable": NONE},
     "unlock_storm": {
         "redis": NONE,
         "unlock": f"two observations of chord_unlock copies ({HOLDINGS}, scheduled) and "
                   "their retries counts",
+        "django": NONE,
         "guarded": "the guard's unlock holds a lease: a duplicate chain stops (journal counts "
                    "it)",
         "durable": NONE},
     "header_failed": {
         "redis": "header results FAILURE/REVOKED (header ids from the chord's messages)",
         "unlock": "header results FAILURE/REVOKED (header ids from the unlock message)",
+        "django": "TaskResult FAILURE/REVOKED of the ids in ChordCounter.sub_tasks",
         "guarded": "header results of every header id in the journal",
         "durable": "barrier: failed parts"},
     "nested_chain_failed": {
         "redis": "not detected",
         "unlock": "a PENDING header part's chain parents (unlock message) and their results",
+        "django": "not detected",
         "guarded": "as its kind; the guard's unlock ends the chord by its deadline",
         "durable": NONE},
     "callback_failed": {
         "redis": "callback result FAILURE (callback id from the header messages)",
         "unlock": "callback result FAILURE (callback id from the unlock message)",
+        "django": "callback id from the header messages or the journal; its TaskResult "
+                  "FAILURE",
         "guarded": "callback id from the journal and its result; the dead letter keeps its "
                    "inputs",
         "durable": "callback id from the barrier and its result"},
@@ -146,23 +173,28 @@ EVIDENCE: dict[str, dict[str, str]] = {
         "redis": "the chord's Redis keys: count complete, no `.c` dispatch claim, past 20 s",
         "unlock": "every header ready, callback PENDING, every unlock copy left revoked "
                   "(workers' revoked lists)",
+        "django": "no ChordCounter row, every header part ready (TaskResult), the callback "
+                  f"PENDING and held nowhere ({HOLDINGS}, complete view), past 20 s",
         "guarded": "as its kind",
         "durable": f"{NONE}: the reaper reclaims a dispatch claim that lapsed"},
     "no_consumer": {
         "redis": f"{HOLDINGS}: a pending header in a queue no worker consumes",
         "unlock": f"{HOLDINGS}: a pending header or unlock message in a queue no worker "
                   "consumes",
+        "django": f"{HOLDINGS}: a pending header in a queue no worker consumes",
         "guarded": "as its kind",
         "durable": "not detected"},
     "duplicate_callback": {
         "redis": "not detected without the guard (nothing names the callback once published)",
         "unlock": "`chordguard watch` (task events): the callback id, named by the unlock "
                   "polls, started twice",
+        "django": "not detected without the guard",
         "guarded": "journal: deliveries the run-once claim stopped "
                    "(`@chordguard.chord_callback`)",
         "durable": "not detected"},
     "durable_overdue": {
         "redis": NONE, "unlock": NONE,
+        "django": NONE,
         "guarded": f"{NONE}: the guard's reaper ends chords at their deadline",
         "durable": "barrier (store): deadline passed, still in flight"},
 }
@@ -270,6 +302,49 @@ def orphaned_redis_body(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
                 grace_seconds=ORPHAN_GRACE_SECONDS)
 
 
+def counter_row_lost(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    """django-db: no ChordCounter row while header parts remain unfinished."""
+    if chord.kind is not ChordKind.DJANGO or not chord.counter_gone:
+        return None
+    unfinished = [p.task_id for p in chord.header if p.state not in READY_STATES]
+    if not unfinished:
+        return None
+    return make("counter_lost", f"ChordCounter row gone while {len(unfinished)} header "
+                "part(s) remain: the callback will never fire", unfinished=unfinished)
+
+
+def counter_mismatch(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    """django-db: the row's count is not the number of unfinished parts, with no part
+    finished for ``ORPHAN_GRACE_SECONDS`` (a part between its result and its count-down is
+    a moment's difference)."""
+    span = chord.idle or chord.age
+    if chord.kind is not ChordKind.DJANGO or chord.counter is None or not chord.header \
+            or span is None or span.seconds < ORPHAN_GRACE_SECONDS:
+        return None
+    unfinished = sum(1 for p in chord.header if p.state not in READY_STATES)
+    if chord.counter == unfinished:
+        return None
+    why = ("a part was counted twice (django-celery-results#397): the count reaches 0 early "
+           "and the callback never fires") if chord.counter < unfinished else \
+        "a part finished without counting down: the count never reaches 0"
+    return make("counter_mismatch", f"ChordCounter.count {chord.counter}, {unfinished} header "
+                f"part(s) unfinished: {why}", count=chord.counter, unfinished=unfinished,
+                idle_seconds=span.seconds)
+
+
+def orphaned_django_body(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
+    """django-db: every part ready, the row gone, the callback neither ready nor held by a
+    queue or worker (a complete view) past a grace period: the count reached 0 early (#397)
+    or the row was deleted, and no part is left to publish the callback."""
+    if chord.kind is not ChordKind.DJANGO or not chord.counter_gone or not chord.header \
+            or not facts.holdings_complete or chord.callback_held_by is not None \
+            or chord.callback_state not in (None, "PENDING") \
+            or any(p.state not in READY_STATES for p in chord.header) \
+            or chord.idle is None or chord.idle.seconds < ORPHAN_GRACE_SECONDS:
+        return None
+    return make("orphaned_body", f"all {len(chord.header)} header parts are ready and the "
+                "ChordCounter row is gone, but the callback was never published",
+                idle_seconds=chord.idle.seconds, grace_seconds=ORPHAN_GRACE_SECONDS)
 
 
 def lost_header(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
@@ -346,7 +421,7 @@ def duplicate_callback(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
 
 
 def durable_overdue(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
-    if chord.kind is not ChordKind.DURABLE or chord.deadline_at is None \
+    if chord.kind not in (ChordKind.DURABLE, ChordKind.STORE) or chord.deadline_at is None \
             or facts.now < chord.deadline_at:
         return None
     late = (facts.now - chord.deadline_at).total_seconds()
@@ -355,8 +430,9 @@ def durable_overdue(chord: Chord, facts: ClusterFacts) -> Diagnosis | None:
 
 
 RULES: list[Rule] = [header_failed, nested_chain_failed, callback_failed, counter_lost,
-                     counter_expiring, orphaned_redis_body, lost_header, unlock_storm,
-                     orphaned_unlock_body, no_consumer, duplicate_callback, durable_overdue]
+                     counter_row_lost, counter_mismatch, counter_expiring, orphaned_redis_body,
+                     orphaned_django_body, lost_header, unlock_storm, orphaned_unlock_body,
+                     no_consumer, duplicate_callback, durable_overdue]
 AFTER_END: list[Rule] = [duplicate_callback]  # still true of a chord that has ended
 
 

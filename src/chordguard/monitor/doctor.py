@@ -22,6 +22,7 @@ from ..config import STORE_ENV, installed_settings, store_identity, store_url
 from ..model import Severity, format_seconds
 from .celery_hazards import HAZARDS
 from .diagnose import Code
+from .sources import django_chords
 from .sources.guard_presence import Presence, guard_presence
 
 REDIS_DEFAULT_VISIBILITY = 3600.0  # kombu.transport.redis
@@ -64,6 +65,9 @@ class AppConfig:
     store: str = ""  # config.store_identity of the store this process (the CLI) reads
     host: str = ""  # this process's host name
     workers: list[Presence] | None = None  # guarded workers' answers; None: not asked
+    namespace: str | None = None  # Django's CELERY_: settings are shown by the names users write
+    django_db: bool = False  # the result backend is django-celery-results' django-db
+    django_engine: str | None = None  # the Django database engine ChordCounter is written to
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.settings.get(key)
@@ -147,6 +151,22 @@ CHECKS: dict[str, Code] = {c.code: c for c in [
          "status, dlq and the dashboard miss what the guard records.",
          f"Set {STORE_ENV} (or app.conf.chordguard_store) to the same URL for the workers "
          "and the CLI; across hosts use PostgreSQL or Redis, not a SQLite file."),
+    Code("django_db_duplicate_parts", Severity.WARNING,
+         "django-db counts each header part's return down in its ChordCounter row: a part "
+         "delivered twice (acks_late redelivery after a worker died, a visibility_timeout "
+         "shorter than the task) counts twice, the count reaches 0 before the last part "
+         "returns, the row is deleted and the callback never fires "
+         "(django-celery-results#397).",
+         "Keep header tasks run-once (acks_late off for them, or visibility_timeout above "
+         "their time limit); install the guard so such a chord is failed by its deadline; "
+         "`chordguard check` names it counter_mismatch, counter_lost or orphaned_body."),
+    Code("django_db_sqlite", Severity.WARNING,
+         "django-db counts parts down under select_for_update, which SQLite ignores: parts "
+         "returning at once contend for the whole database, and one that fails with "
+         "'database is locked' loses its count-down, so the count never reaches 0 and the "
+         "callback never fires.",
+         "Put django_celery_results' tables on PostgreSQL or MySQL (DATABASES, or a database "
+         "router for its models), or run a single worker process against SQLite."),
     *(Code(h.code, Severity.WARNING, h.what, h.chordguard) for _, h in HAZARDS
       if h.code in ("untested_celery_version", "nested_chain_failure")),
 ]}
@@ -300,8 +320,8 @@ def celery_version(config: AppConfig) -> Iterable[Finding]:
     if not config.celery.supported:
         yield finding("untested_celery_version", "celery", f"Celery {version} is installed")
     backend = str(config.get("result_backend", "") or "")
-    joins_by_unlock = bool(backend) and not backend.startswith(("redis", "sentinel", "rpc",
-                                                                      "disabled"))
+    joins_by_unlock = bool(backend) and not config.django_db and not backend.startswith(
+        ("redis", "sentinel", "rpc", "disabled"))
     if joins_by_unlock and not config.guarded and \
             not config.celery.nested_chain_failure_propagates:
         yield finding("nested_chain_failure", "celery",
@@ -327,17 +347,50 @@ def shared_store(config: AppConfig) -> Iterable[Finding]:
                   f"{shown}; this command reads {config.store} on host {config.host}")
 
 
+def django_db(config: AppConfig) -> Iterable[Finding]:
+    """django-db's own hazards: parts counted twice, and SQLite's missing row locks."""
+    if not config.django_db:
+        return
+    exposed = sorted(t.name for t in config.tasks if t.acks_late and t.registered
+                     and not t.run_once and not t.name.startswith("celery."))
+    if exposed:
+        shown = ", ".join(exposed[:5]) + (" ..." if len(exposed) > 5 else "")
+        setting = "task_acks_late" if config.get("task_acks_late") else "acks_late"
+        yield finding("django_db_duplicate_parts", setting,
+                      f"result backend django-db (ChordCounter rows) and {len(exposed)} "
+                      f"task(s) with acks_late, redelivered after a worker dies: {shown}")
+    if config.django_engine and "sqlite" in config.django_engine:
+        yield finding("django_db_sqlite", "DATABASES",
+                      f"result backend django-db writes ChordCounter to {config.django_engine}")
+
+
 RULES: list[Callable[[AppConfig], Iterable[Finding]]] = [
     ignored_settings, unlock_annotations, backoff_without_autoretry, result_expiry,
     backend_supports_chords, acks_late, visibility_timeout, celery_version, events,
-    shared_store,
+    shared_store, django_db,
 ]
 
 
 def lint(config: AppConfig) -> list[Finding]:
-    """Every hazard in ``config``, blocking ones first."""
+    """Every hazard in ``config``, blocking ones first; settings named as the user writes
+    them (``CELERY_TASK_ACKS_LATE`` in a Django project)."""
     found = [f for rule in RULES for f in rule(config)]
+    for item in found:
+        item.setting = written_name(config, item.setting)
     return sorted(found, key=lambda f: f.severity is not Severity.BLOCKING)
+
+
+def written_name(config: AppConfig, setting: str) -> str:
+    """``setting`` (a Celery or chordguard name, maybe followed by ``[…]`` or ``.…``) as the
+    user writes it: with a namespace (Django's ``CELERY``) upper case behind its prefix."""
+    if not config.namespace:
+        return setting
+    cut = min((i for i in (setting.find("["), setting.find(".")) if i >= 0),
+              default=len(setting))
+    key = setting[:cut]
+    if key not in DEFAULTS and not key.startswith("chordguard_"):
+        return setting
+    return f"{config.namespace}_{key.upper()}{setting[cut:]}"
 
 
 def config_from_app(app: Celery, ask_workers: bool = False) -> AppConfig:
@@ -369,9 +422,12 @@ def config_from_app(app: Celery, ask_workers: bool = False) -> AppConfig:
             workers = guard_presence(app)
         except Exception:  # doctor lints the configuration even with no broker to ask
             workers = None
+    on_django_db = django_chords.SOURCE.applies(app)
     return AppConfig(settings=settings, user_keys=user_keys, tasks=tasks,
                      guarded=guard is not None, store=store_identity(store_url(app)),
-                     host=socket.gethostname(), workers=workers)
+                     host=socket.gethostname(), workers=workers, namespace=app.namespace,
+                     django_db=on_django_db,
+                     django_engine=django_chords.database_engine() if on_django_db else None)
 
 
 def runs_once(task: Any) -> bool:

@@ -25,7 +25,8 @@ from datetime import datetime
 from celery import Celery
 from celery.states import READY_STATES
 
-from ..model import Chord, Snapshot, utc_datetime
+from ..model import Chord, Snapshot
+from .sources.results import read_states
 
 log = logging.getLogger(__name__)
 
@@ -166,20 +167,24 @@ class ChordTracker:
             table.popitem(last=False)
 
     def _resolve(self, now: datetime) -> None:
-        """Read the final state of callbacks whose chord left the snapshot (bounded)."""
-        for chord_id in list(self._vanished)[: self.resolve_per_snapshot]:
+        """Read the final state of callbacks whose chord left the snapshot (bounded, in one
+        batch, never unpickling: ``read_states``)."""
+        batch = list(self._vanished)[: self.resolve_per_snapshot]
+        if not batch:
+            return
+        try:
+            states, _ = read_states(self.app, [self._vanished[c].callback_id for c in batch])
+        except Exception as exc:  # backend down: try again next snapshot
+            log.debug("cannot read %d callback(s): %s", len(batch), exc)
+            return
+        for chord_id in batch:
             seen = self._vanished[chord_id]
             seen.resolve_attempts += 1
-            try:
-                meta = self.app.backend.get_task_meta(seen.callback_id)
-            except Exception as exc:  # backend down: try again next snapshot
-                log.debug("cannot read callback %s: %s", seen.callback_id, exc)
-                continue
-            state = meta.get("status")
-            if state in READY_STATES:
+            known = states.get(seen.callback_id)
+            if known is not None and known.state in READY_STATES:
                 del self._vanished[chord_id]
-                self._finish(seen, "success" if state == "SUCCESS" else "failure",
-                             utc_datetime(meta.get("date_done")) or now)
+                self._finish(seen, "success" if known.state == "SUCCESS" else "failure",
+                             known.date_done or now)
             elif seen.resolve_attempts >= self.resolve_attempts:
                 del self._vanished[chord_id]
             else:

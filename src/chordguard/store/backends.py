@@ -4,7 +4,8 @@
 |---|---|
 | ``memory://[name]`` | ``memory.MemoryStore``: this process only (unit tests, the demo) |
 | ``sqlite:///path`` | ``sql.store.SqlStore`` on a SQLite file (WAL: every worker of a host) |
-| ``postgresql+psycopg://…`` | ``sql.store.SqlStore`` on PostgreSQL |
+| ``postgresql+psycopg://…`` | ``sql.store.SqlStore`` on PostgreSQL (``postgres://`` and
+  ``postgresql://`` mean psycopg 3: ``canonical``) |
 | ``redis://``, ``rediss://``, ``unix://`` | ``redis.store.RedisStore`` on one Redis |
 | ``redis+cluster://``, ``rediss+cluster://`` | ``redis.store.RedisStore`` on a Redis Cluster |
 | ``sentinel://h:p[;…]?master_name=M`` | ``redis.store.RedisStore`` on Sentinel's master |
@@ -34,26 +35,42 @@ BACKENDS = {
 }
 
 
+def canonical(url: str) -> str:
+    """``postgres://…`` and ``postgresql://…`` (as most people write them) ->
+    ``postgresql+psycopg://…``, the psycopg 3 driver chordguard depends on; ``postgres+DRIVER``
+    -> ``postgresql+DRIVER`` (SQLAlchemy's name). Any other URL as it is."""
+    scheme, sep, rest = url.partition("://")
+    dialect, _, driver = scheme.partition("+")
+    if not sep or dialect.lower() not in ("postgres", "postgresql"):
+        return url
+    return f"postgresql+{driver or 'psycopg'}://{rest}"
+
+
 def by_url(url: str) -> type[Store]:
     """The store class for ``url``'s scheme (a SQLAlchemy driver after ``+`` is kept for
     SQLAlchemy). Raises ConfigurationError for a scheme no backend serves."""
-    scheme = url.partition("://")[0].partition("+")[0].lower() if "://" in url else ""
+    canon = canonical(url)
+    scheme = canon.partition("://")[0].partition("+")[0].lower() if "://" in canon else ""
     path = BACKENDS.get(scheme)
     if path is None:
         raise ConfigurationError(
             f"unknown store URL {mask_url(url)!r}: use memory://, sqlite:///FILE, "
-            "postgresql+psycopg://..., redis://, rediss://, unix://, redis+cluster:// "
+            "postgresql://..., redis://, rediss://, unix://, redis+cluster:// "
             "or sentinel://")
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
-@functools.cache
 def open_store(url: str, retention: float = DEFAULT_RETENTION) -> Store:
-    """The store for ``url`` (one per process, URL and retention); nothing connects until
-    first use, when SQL tables are created. Raises ConfigurationError for an unknown scheme
-    or a URL that can only fail.
+    """The store for ``url`` (one per process, ``canonical`` URL and retention); nothing
+    connects until first use, when SQL tables are created. Raises ConfigurationError for an
+    unknown scheme or a URL that can only fail.
     """
+    return _open(canonical(url), retention)
+
+
+@functools.cache
+def _open(url: str, retention: float) -> Store:
     store = by_url(url)(url)
     store.retention = retention
     return store

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ..errors import BarrierExists
 from ..model import FAILED_STATES
 from .protocols import COUNTERS, DEFAULT_RETENTION, Store
 from .records import (
@@ -218,7 +219,18 @@ class MemoryStore(Store):
     # barriers
     def create_barrier(self, barrier: Barrier) -> None:
         with self._lock:
+            if barrier.id in self._barriers:
+                raise BarrierExists(barrier.id)
             self._barriers[barrier.id] = _BarrierEntry(to_json(barrier), due=barrier.due_at())
+
+    def grow_barrier(self, barrier_id: str) -> int | None:
+        with self._lock:
+            barrier = self._barrier(barrier_id)
+            if barrier is None or barrier.state is not BarrierState.WAITING:
+                return None
+            barrier.total, barrier.remaining = barrier.total + 1, barrier.remaining + 1
+            self._barriers[barrier_id].data = to_json(barrier)
+            return barrier.total - 1
 
     def _barrier(self, barrier_id: str, with_header_ids: bool = True) -> Barrier | None:
         entry = self._barriers.get(barrier_id)

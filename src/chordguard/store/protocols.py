@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from .records import (
@@ -82,7 +82,8 @@ class Barriers(Protocol):
 
     @abstractmethod
     def create_barrier(self, barrier: Barrier) -> None:
-        """Record a new barrier (and its header ids)."""
+        """Record a new barrier (and its header ids). Raises BarrierExists (writing
+        nothing) when a barrier with its id is already there."""
 
     @abstractmethod
     def complete_part(self, barrier_id: str, index: int, envelope: str, failed: bool,
@@ -96,6 +97,11 @@ class Barriers(Protocol):
         creating app (Redis keeps one reaper index per app); ``grace`` is how long a
         dispatch claim may stay unpublished.
         """
+
+    @abstractmethod
+    def grow_barrier(self, barrier_id: str) -> int | None:
+        """One more part for a ``waiting`` barrier (``total`` and ``remaining`` + 1): the new
+        part's index, or None when the barrier is not waiting (or unknown)."""
 
     @abstractmethod
     def envelopes(self, barrier_id: str, start: int, stop: int) -> list[str | None]:
@@ -186,6 +192,12 @@ class Leases(Protocol):
         if self.swap_lease(key, None, holder, self.retention):
             return None
         return self.lease_holder(key) or "?"
+
+    def claim_all(self, holders: Mapping[str, str]) -> None:
+        """Take each claim (key -> holder) nobody holds, in as few round trips as the store
+        allows; a claim already held stays its holder's."""
+        for key, holder in holders.items():
+            self.claim(key, holder)
 
 
 class DeadLetters(Protocol):

@@ -21,7 +21,7 @@ import json
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -133,6 +133,8 @@ class Policy(StrEnum):
 
     FAIL = "fail"  # the chord fails at once; the callback's errbacks run
     CONTINUE = "continue"  # the callback gets every header's envelope
+    CELERY = "celery"  # a Celery chord joined by the store (``fan_in="store"``): every part
+    # is counted, then the callback gets the results, or a ChordError naming the first failed
 
 
 @dataclass
@@ -216,12 +218,18 @@ def dumps(value: Any) -> str:
 
 
 def loads(text: str | bytes) -> Any:
+    """``dumps``' JSON back; text holding none of kombu's typed values (a record without a
+    datetime, say) takes the stdlib's C decoder, several times faster on a large body."""
+    mark = b"__type__" if isinstance(text, bytes) else "__type__"
+    if isinstance(text, bytes | str) and mark not in text:
+        return json.loads(text)
     return _kombu_loads(text)
 
 
 def to_json(record: Any) -> str:
-    """A record as one JSON object."""
-    return dumps(asdict(record))
+    """A record as one JSON object (its fields as they are: ``asdict`` would deep-copy a
+    journaled body of thousands of signatures first)."""
+    return dumps({f.name: getattr(record, f.name) for f in fields(record)})
 
 
 def from_json(cls: type, text: str | bytes, **override: Any) -> Any:

@@ -30,12 +30,13 @@ from ..errors import ChordguardError, DeadLetterError
 from ..model import ChordKind, to_jsonable
 from ..monitor.collect import collect
 from ..monitor.diagnose import CATALOG
+from ..monitor.filters import STATES, ChordFilter
 from ..monitor.metrics import ChordCollector, exposition, registry_for
 from ..monitor.store_view import StoreView, store_view
 from ..monitor.tracker import ChordTracker
 from ..store import unavailable_errors
 from .auth import presented_token, token_matches
-from .chords import STATES, ChordFilter, chord_detail, chord_row
+from .chords import chord_detail, chord_row
 from .forms import BodyTooLarge, body_fields
 from .snapshots import SnapshotCache
 from .view import SnapshotView

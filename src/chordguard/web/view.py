@@ -14,8 +14,8 @@ from typing import Any
 
 from ..model import Chord
 from ..monitor.api import health_from
+from ..monitor.filters import ChordFilter, chord_fields
 from ..monitor.tracker import Figures
-from .chords import ChordFilter, chord_fields
 
 RELEASE_SLICE = 2000  # chords freed at a time by ``release`` (a few milliseconds' work)
 

@@ -1,8 +1,9 @@
 """Read the task messages sitting on the broker without consuming or reordering them.
 
-- Redis: the queue lists (every priority sub-queue, ``global_keyprefix`` honoured) read with
-  LRANGE and the ``unacked`` hash (messages workers hold) read in the same MULTI, so one
-  view is atomic. Nothing is popped. Besides the queues asked for, every queue bound to an
+- Redis: the queue lists (every priority sub-queue, ``global_keyprefix`` honoured) and the
+  ``unacked`` hash (messages workers hold) read by a server-side script (``redis_queues``):
+  every message by id, task and group, bodies only where needed, a page per call. Nothing
+  is popped. Besides the queues asked for, every queue bound to an
   exchange in this database (kombu's ``_kombu.binding.*`` sets) is read: a task sent with
   ``.set(queue=...)`` to a queue the app does not configure is seen too.
 - Filesystem (the embedded demo's broker): the queue's message files, read in the order
@@ -32,15 +33,19 @@ from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu.compression import decompress
 
-PER_QUEUE_LIMIT = 5000
-UNACKED_LIMIT = 20000
+from . import redis_queues
+
+PER_QUEUE_LIMIT = 5000  # messages read whole per queue (Redis: whole messages naming no group)
+HELD_LIMIT = 200_000  # Redis: held (unacked) messages listed by id
+UNREAD = "body not read: beyond the budget of whole messages naming no group"
 BUDGET = 3.0
 JSON_TYPES = ("application/json", "json")
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskMessage:
-    """One Celery task message as far as its headers and a JSON body tell."""
+    """One Celery task message as far as its headers and a JSON body tell (slots: a look
+    holds one per queued message, 200,000 on a busy broker)."""
 
     task_id: str | None
     name: str | None
@@ -77,6 +82,7 @@ class BrokerView:
     queues: dict[str, QueueView] = field(default_factory=dict)
     sees_held: bool = False  # True when messages held by workers are included (Redis)
     truncated: bool = False  # a bound (count or time) stopped the read
+    unread_bodies: int = 0  # Redis: messages naming no group whose body was not read
     note: str = ""
 
     def merge(self, other: BrokerView) -> None:
@@ -84,25 +90,29 @@ class BrokerView:
         self.messages += other.messages
         self.queues.update(other.queues)
         self.truncated = self.truncated or other.truncated
+        self.unread_bodies += other.unread_bodies
         self.note = "; ".join(n for n in (self.note, other.note) if n)
 
     @property
     def complete(self) -> bool:
         """Every message of every queue asked for was read."""
-        return self.transport in ("redis", "amqp", "filesystem") and not self.truncated
+        return self.transport in ("redis", "amqp", "filesystem") and not self.truncated \
+            and not self.unread_bodies
 
 
-def peek(app: Celery, queues: set[str], limit: int = PER_QUEUE_LIMIT,
+def peek(app: Celery, queues: set[str], limit: int | None = None,
          budget: float = BUDGET, include_held: bool = True,
          skip: frozenset[str] = frozenset()) -> BrokerView:
     """Every task message in ``queues`` (and, on Redis with ``include_held``, every message
-    workers hold), oldest first. RabbitMQ queues in ``skip`` (quorum, stream: a requeue
-    counts toward their delivery limit) are not read, and the view says it is incomplete."""
+    workers hold). ``limit`` (default ``PER_QUEUE_LIMIT``) bounds the messages read whole
+    per queue. RabbitMQ queues in ``skip`` (quorum, stream: a requeue counts toward their
+    delivery limit) are not read, and the view says it is incomplete."""
+    limit = PER_QUEUE_LIMIT if limit is None else limit
     with app.connection_for_read() as conn:
         driver = conn.transport.driver_type
         if driver == "redis":
             if include_held:
-                queues = set(queues) | _bound_queues(conn)
+                queues = set(queues) | bound_queues(conn)
             return _peek_redis(conn, sorted(queues), limit, include_held)
         if driver == "amqp":
             view = _peek_amqp(conn, sorted(set(queues) - skip), limit,
@@ -117,49 +127,98 @@ def peek(app: Celery, queues: set[str], limit: int = PER_QUEUE_LIMIT,
 
 
 def _peek_redis(conn: Any, queues: list[str], limit: int, include_held: bool) -> BrokerView:
+    """Every message of ``queues`` (and held ones) by id and group; bodies as ``redis_queues``
+    says: the chord_unlock ones, one per group, and up to ``limit`` that name no group."""
     channel = conn.default_channel
     client = redis.Redis(connection_pool=channel.client.connection_pool)
-    prefix = channel.global_keyprefix or ""
-    steps = sorted(set(channel.priority_steps))
-    keys = [(q, prefix + (f"{q}{channel.sep}{pri}" if pri else q)) for q in queues for pri in steps]
-    unacked = prefix + channel.unacked_key
-    with client.pipeline(transaction=True) as pipe:
-        for _, key in keys:
-            pipe.llen(key)
-        pipe.hlen(unacked)
-        lengths = pipe.execute()
-    held_count = lengths.pop()
-    view = BrokerView("redis", sees_held=include_held and held_count <= UNACKED_LIMIT)
-    with client.pipeline(transaction=True) as pipe:
-        for _, key in keys:
-            pipe.lrange(key, -limit, -1)  # the oldest ``limit``: BRPOP takes from the right
-        if view.sees_held:
-            pipe.hgetall(unacked)
-        contents = pipe.execute()
-    held = contents.pop() if view.sees_held else {}
-    for (queue, _), depth, raw in zip(keys, lengths, contents, strict=True):
+    keys = [(q, key) for q in queues for key in queue_keys(channel, q)]
+    view = BrokerView("redis")
+    budget = limit
+    for queue, key in keys:
+        listing, budget = redis_queues.read_list(client, key, budget)
         qv = view.queues.setdefault(queue, QueueView(queue, exists=False, depth=0))
-        qv.exists = qv.exists or depth > 0
-        qv.depth = (qv.depth or 0) + depth
-        view.truncated = view.truncated or depth > limit
-        for payload in reversed(raw):
-            message = _from_envelope(_json(payload), queue)
-            message.position = qv.read
-            qv.read += 1
-            view.messages.append(message)
-    for value in held.values():
-        entry = _json(value)
-        envelope, routing_key = (entry[0], entry[2]) if isinstance(entry, list) \
-            and len(entry) == 3 else (None, "?")
-        message = _from_envelope(envelope, str(routing_key))
+        qv.exists = qv.exists or listing.size > 0
+        qv.depth = (qv.depth or 0) + listing.size
+        payloads = {"b": iter(listing.bodies), "f": iter(listing.wholes)}
+        found = []
+        for at, row in enumerate(listing.rows):  # read newest first
+            message = _from_row(row, queue, payloads, view)
+            message.position = listing.size - 1 - at
+            found.append(message)
+        view.messages += reversed(found)  # oldest first: the order they are delivered in
+        qv.read = qv.depth  # pages until the list's current end: nothing left unread
+    held = redis_queues.read_held(client, (channel.global_keyprefix or "") + channel.unacked_key,
+                                  budget,
+                                  HELD_LIMIT if include_held else -1)
+    held_count = held.size
+    view.sees_held = include_held and held_count <= HELD_LIMIT
+    payloads = {"b": iter(held.bodies), "f": iter(held.wholes)}
+    for row in held.rows:
+        message = _from_row(row, row[5], payloads, view)
         message.held = True
         view.messages.append(message)
     if include_held and not view.sees_held:
-        view.note = f"{held_count} held messages: more than {UNACKED_LIMIT}, not read"
+        view.truncated = True
+        view.note = f"{held_count} held messages: more than {HELD_LIMIT}, not read"
+    if view.unread_bodies:
+        view.note = "; ".join(n for n in (view.note, f"{view.unread_bodies} message(s) naming "
+                                          f"no group: bodies beyond the first {limit} not read")
+                              if n)
     return view
 
 
-def _bound_queues(conn: Any) -> set[str]:
+def _from_row(row: list[str], queue: str, payloads: dict[str, Any], view: BrokerView,
+              ) -> TaskMessage:
+    """A TaskMessage from one row of ``redis_queues`` (taking its payload, if it has one)."""
+    kind, task_id, name, group, index, _ = row
+    if kind == "f":
+        envelope = _json(next(payloads["f"]))
+        if isinstance(envelope, list) and len(envelope) == 3:  # held: [envelope, exchange, rk]
+            envelope = envelope[0]
+        return _from_envelope(envelope, queue)
+    message = TaskMessage(task_id or None, name or None, queue, group=group or None,
+                          group_index=int(index) if index else None,
+                          undecodable=None if group else UNREAD)
+    if kind == "b":  # protocol 2, JSON, uncompressed (the script checked): [args, kwargs, embed]
+        body = _json(redis_queues.body_bytes(next(payloads["b"])))
+        if isinstance(body, list) and len(body) == 3 and isinstance(body[2], dict):
+            message.args, message.kwargs, message.embed = body
+        else:
+            message.undecodable = "not a Celery task body"
+    view.unread_bodies += kind == "u"
+    return message
+
+
+def queue_keys(channel: Any, queue: str) -> list[str]:
+    """The Redis lists of ``queue``: one per priority step, ``global_keyprefix`` included."""
+    prefix = channel.global_keyprefix or ""
+    return [prefix + (f"{queue}{channel.sep}{step}" if step else queue)
+            for step in sorted(set(channel.priority_steps))]
+
+
+def ready_messages(app: Celery, queues: set[str]) -> int:
+    """How many messages wait in ``queues`` (on Redis also in every queue kombu has bound in
+    the broker's database), counted without reading any (LLEN; a passive declare elsewhere:
+    kombu's own misses a Redis queue under a ``global_keyprefix``)."""
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        if conn.transport.driver_type == "redis":
+            client = redis.Redis(connection_pool=channel.client.connection_pool)
+            with client.pipeline(transaction=False) as pipe:
+                for queue in set(queues) | bound_queues(conn):
+                    for key in queue_keys(channel, queue):
+                        pipe.llen(key)
+                return sum(pipe.execute())
+        total = 0
+        for queue in queues:
+            try:
+                total += channel.queue_declare(queue=queue, passive=True).message_count
+            except Exception:  # a queue that does not exist holds nothing
+                channel = conn.channel()
+        return total
+
+
+def bound_queues(conn: Any) -> set[str]:
     """Every queue kombu has bound to an exchange in this Redis database."""
     channel = conn.default_channel
     client = redis.Redis(connection_pool=channel.client.connection_pool)

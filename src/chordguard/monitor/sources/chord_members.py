@@ -15,7 +15,7 @@ from typing import Any
 from .broker import TaskMessage
 
 
-@dataclass
+@dataclass(slots=True)
 class Member:
     """A message on its way to finishing one header part of a chord."""
 

@@ -1,4 +1,5 @@
-"""Durable chords: in-flight barriers of this app read from chordguard's store.
+"""Durable chords: in-flight barriers of this app read from chordguard's store — durable_chord's
+and the Celery chords the store joins (``fan_in="store"``: kind ``store``).
 
 Every figure is exact: the barrier keeps its creation time, its last progress, its deadline
 and its counts. Header parts are listed for chords of at most ``LIST_PARTS`` parts.
@@ -34,7 +35,8 @@ def read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
 
 
 def to_chord(store: Barriers, barrier: Barrier, now: float) -> Chord:
-    chord = Chord(id=barrier.id, kind=ChordKind.DURABLE, sources=[NAME],
+    kind = ChordKind.STORE if barrier.policy is Policy.CELERY else ChordKind.DURABLE
+    chord = Chord(id=barrier.id, kind=kind, sources=[NAME],
                   callback_name=barrier.callback_name, callback_id=barrier.callback_id,
                   callback_state=_callback_state(barrier), total=barrier.total,
                   done=barrier.done, failed=barrier.failed,
@@ -74,7 +76,7 @@ def _part_state(envelope: dict | None, barrier: Barrier) -> str:
     if envelope.get("status") != "failed":
         return "SUCCESS"
     # under "continue" a failed part is expected input for the callback, not a broken chord
-    return "FAILURE" if barrier.policy is Policy.FAIL else "FAILED_CONTINUED"
+    return "FAILED_CONTINUED" if barrier.policy is Policy.CONTINUE else "FAILURE"
 
 
 def _callback_state(barrier: Barrier) -> str:
@@ -101,4 +103,4 @@ def ended(app: Celery, chord_id: str) -> Chord | None:
     return chord
 
 
-SOURCE = Source(NAME, applies, read)
+SOURCE = Source(NAME, applies, read, needs=("store",))

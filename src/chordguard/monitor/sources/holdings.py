@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from celery import Celery
 
 from ..._timeouts import within_each
-from ...model import ClusterFacts
+from ...model import Chord, ChordKind, ClusterFacts
 from .broker import BrokerView, peek
 from .workers import WorkerSurvey, counts_requeues, survey
 
@@ -77,7 +77,7 @@ def observe(app: Celery, wait_out: bool = False) -> Observation:
     counting = frozenset(q.name for q in app.amqp.queues.values()
                          if counts_requeues(q.queue_arguments))
     outcomes = within_each(OBSERVE_TIMEOUT, {  # side by side, so both see the same moment
-        "inspect": lambda: survey(app, wait_out=wait_out),
+        "inspect": lambda: survey(app, wait_out=wait_out, queues=configured),
         "peek": lambda: peek(app, configured, skip=counting)})
     found, view = outcomes["inspect"], outcomes["peek"]
     if isinstance(view, BaseException):
@@ -110,6 +110,43 @@ def facts_from(observations: list[Observation], facts: ClusterFacts) -> ClusterF
                    and o.view.complete for o in observations)
     return dataclasses.replace(facts, workers=surveys[-1].workers, consumed_queues=consumed,
                                queued={**facts.queued, **queued}, holdings_complete=complete)
+
+
+def gaps(observations: list[Observation]) -> list[str]:
+    """What the looks could not see (empty: they saw every worker and every message)."""
+    out: list[str] = []
+    for look in observations:
+        if look.survey is None:
+            out.append("no worker answered the inspect round")
+        else:
+            out += [f"inspect {cmd}: {why}" for cmd, why in look.survey.failed.items()]
+        view = look.view
+        if view is None or view.complete:
+            continue
+        unread = [f"{q.name} ({q.depth - q.read:,} of {q.depth:,} messages)"
+                  for q in view.queues.values() if q.depth is not None and q.read < q.depth]
+        if unread:
+            out.append("unread queue(s): " + ", ".join(unread))
+        out += [view.note] if view.note else []
+        if not unread and not view.note:
+            out.append("the broker read was cut short")
+    return list(dict.fromkeys(out))
+
+
+def unseen(chord: Chord, facts: ClusterFacts, missing: list[str]) -> str | None:
+    """What ``chord``'s verdict rests on that the looks could not see (``missing``, from
+    ``gaps``), or None when every part is accounted for: finished, held by a worker, or
+    queued where the consumers are known. A chord whose parts are all accounted for needs no
+    more of the view."""
+    pending = [p for p in chord.header if p.state in (None, "PENDING")]
+    lost = chord.unaccounted if chord.kind is ChordKind.REDIS else \
+        sum(1 for p in pending if p.held_by is None and p.task_id not in facts.queued)
+    if missing and (lost is None or lost > 0):
+        return (f"{'an unknown number of' if lost is None else lost} part(s) seen nowhere, "
+                "and the look was incomplete: " + "; ".join(missing))
+    if facts.consumed_queues is None and any(p.task_id in facts.queued for p in pending):
+        return "parts wait in a queue and no worker answered: whether it is consumed is unknown"
+    return None
 
 
 class Holdings:

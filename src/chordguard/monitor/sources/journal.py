@@ -23,6 +23,8 @@ from ...store import open_store
 from ...store.records import ChordRecord
 from . import Source
 from .holdings import Holdings
+from .read_backend import read_backend
+from .results import read_states
 
 NAME = "journal"
 URL_APP = "chordguard-monitor"  # appctx's app built from URLs: it shows every app's chords
@@ -82,13 +84,14 @@ def _finished_callbacks(app: Celery, callback_ids: list[str]) -> set[str]:
     """The callbacks among ``callback_ids`` that the result backend says are finished."""
     if not callback_ids or len(callback_ids) > CALLBACK_CHECK_LIMIT:
         return set()
-    backend = app.backend
+    backend = read_backend(app)
     if hasattr(backend, "mget") and hasattr(backend, "get_key_for_task"):
         raw = backend.mget([backend.get_key_for_task(i) for i in callback_ids])
         metas = [backend.decode_result(r) if r else {} for r in raw]
         return {i for i, m in zip(callback_ids, metas, strict=True)
                 if m.get("status") in READY_STATES}
-    return {i for i in callback_ids if backend.get_task_meta(i).get("status") in READY_STATES}
+    states, _ = read_states(app, callback_ids)  # a database: one SELECT, nothing unpickled
+    return {i for i, known in states.items() if known.state in READY_STATES}
 
 
 def ended(app: Celery, chord_id: str) -> Chord | None:
@@ -111,4 +114,4 @@ def ended(app: Celery, chord_id: str) -> Chord | None:
     return chord
 
 
-SOURCE = Source(NAME, applies, read)
+SOURCE = Source(NAME, applies, read, needs=("store", "backend"))

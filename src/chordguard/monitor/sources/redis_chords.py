@@ -18,8 +18,11 @@ leave every key, complete, until it expires).
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from threading import Thread
 from typing import Any
 
 from celery import Celery
@@ -29,8 +32,8 @@ from ..._timeouts import within
 from ..._urls import mask_text
 from ...model import FAILED_STATES, Chord, ChordKind, ClusterFacts, Duration, HeaderPart
 from ..diagnose import lost_header
-from . import Source, uses_redis_backend
-from .holdings import Holdings, Observation, confirm_pause, facts_from
+from . import Source, joined_by
+from .holdings import Holdings, Observation, confirm_pause, facts_from, gaps, unseen
 from .redis_holdings import attach, members_by_chord, set_callback_state, unattributed
 from .redis_keys import SUFFIXES, RawChord, RawPart, read_chords, read_metas, scan_group_ids
 from .results import read_states
@@ -41,9 +44,11 @@ LOOK_BUDGET = 6.0  # seconds for the looks at workers and queues; the keys are r
 
 
 def read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
-    """In-flight chords from their keys, completed by what workers and queues hold. A look
-    that fails or is late costs the claims it would support, never the chords."""
-    chords = read_keys(app, facts)
+    """In-flight chords from their keys, completed by what workers and queues hold (the look
+    is taken while the keys are read: a part that moves meanwhile is seen twice or, seen
+    nowhere, confirmed by a second look as ever). A look that fails or is late costs the
+    claims it would support, never the chords."""
+    chords = read_keys(app, facts, early=holdings.first)
     if not chords:
         return chords
     deadline = time.monotonic() + LOOK_BUDGET
@@ -53,6 +58,7 @@ def read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
         for chord in chords:
             chord.evidence["holdings"] = f"unknown: {_why(exc)}"
             chord.evidence["callback"] = "unknown: no header message could be read"
+            chord.unseen = "the look at workers and queues failed (why: its evidence)"
         return chords
     chords = see_holdings(app, chords, looks, facts)
     unconfirmed = ""
@@ -78,20 +84,33 @@ def read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
     holdings.fill(facts, looks)
     if unconfirmed:
         facts.holdings_complete = False
+    missing = gaps(looks) + ([unconfirmed.removeprefix("; ")] if unconfirmed else [])
+    for chord in chords:
+        chord.unseen = unseen(chord, facts, missing)
     return chords
+
+
+def _quietly(look: Callable[[], object]) -> None:
+    """Take the shared look now; its outcome (or failure) is kept by ``Holdings``."""
+    with contextlib.suppress(Exception):
+        look()
 
 
 def _why(exc: BaseException) -> str:
     return mask_text(str(exc)) or type(exc).__name__
 
 
-def read_keys(app: Celery, facts: ClusterFacts, only: set[str] | None = None) -> list[Chord]:
+def read_keys(app: Celery, facts: ClusterFacts, only: set[str] | None = None,
+              early: Callable[[], object] | None = None) -> list[Chord]:
     """In-flight chords as their Redis keys alone show them (all, or the group ids ``only``),
     modelled ``STREAM`` chords at a time: the raw keys of one batch are dropped before the
-    next is read, so memory holds the models, not the keys."""
+    next is read, so memory holds the models, not the keys. ``early`` (the shared look) is
+    started once chord keys are found, to run while they are read."""
     backend = app.backend
     client = backend.client
     ids = sorted(scan_group_ids(client, backend.group_keyprefix) if only is None else only)
+    if ids and early is not None:
+        Thread(target=_quietly, args=(early,), daemon=True).start()
     options = app.conf.get("result_backend_transport_options") or {}
     ordered = bool(options.get("result_chord_ordered", True))  # as RedisBackend._chord_zset
     expires = redis_chord_expires(backend)
@@ -108,13 +127,16 @@ def read_keys(app: Celery, facts: ClusterFacts, only: set[str] | None = None) ->
 def see_holdings(app: Celery, chords: list[Chord], looks: list[Observation],
                  facts: ClusterFacts) -> list[Chord]:
     """``chords`` with their pending parts, callback and unaccounted count from ``looks``;
-    the queues of pending parts go into ``facts.queued`` (for ``no_consumer``)."""
+    the queues of pending parts go into ``facts.queued`` (for ``no_consumer``). A callback's
+    state is read only where the count may be complete: Celery publishes it then, never
+    before (its state stays unknown, None, otherwise)."""
     seen = members_by_chord(looks)
     unknown_held = max(unattributed(look) for look in looks)
     for chord in chords:
         facts.queued.update(attach(chord, seen.get(chord.id, []), unknown_held))
-    states, _ = read_states(app, [c.callback_id for c in chords if c.callback_id])
-    for chord in chords:
+    published = [c for c in chords if c.callback_id and (c.total is None or c.done >= c.total)]
+    states, _ = read_states(app, [c.callback_id for c in published])
+    for chord in published:
         set_callback_state(chord, states)
     return chords
 
@@ -228,4 +250,4 @@ def _date(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-SOURCE = Source(NAME, uses_redis_backend, read)
+SOURCE = Source(NAME, joined_by(ChordKind.REDIS), read, needs=("backend",))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from celery.states import READY_STATES
 
 from ...model import Chord, HeaderPart
+from .broker import UNREAD
 from .chord_members import Member, member
 from .holdings import Observation
 from .results import TaskState
@@ -30,12 +31,20 @@ def members_by_chord(looks: list[Observation]) -> dict[str, list[tuple[Member, s
     """Group id -> every header message seen for it, with where it was."""
     out: dict[str, list[tuple[Member, str]]] = {}
     for look in looks:
-        holders = look.holders()
+        workers = {r.task_id: f"worker:{r.hostname} {r.state}"
+                   for r in (look.survey.requests if look.survey else [])}
+        places: dict[tuple[str, bool], str] = {}  # one string per queue, not per message
         for message in look.view.messages if look.view else []:
             found = member(message)
-            if found is not None:
-                where = holders.get(message.task_id or "", f"queue:{message.queue}")
-                out.setdefault(found.group_id, []).append((found, where))
+            if found is None:
+                continue
+            where = workers.get(message.task_id or "")
+            if where is None:
+                key = (message.queue, message.held)
+                where = places.get(key) or places.setdefault(key, (
+                    f"worker (unacked, {message.queue})" if message.held
+                    else f"queue:{message.queue}"))
+            out.setdefault(found.group_id, []).append((found, where))
     return out
 
 
@@ -44,8 +53,8 @@ def unattributed(look: Observation) -> int:
     read, plus messages whose body and headers name no chord readably."""
     read = {m.task_id for m in look.view.messages} if look.view else set()
     requests = {r.task_id for r in look.survey.requests} if look.survey else set()
-    unreadable = sum(1 for m in look.view.messages if m.undecodable and not m.group) \
-        if look.view else 0
+    unreadable = sum(1 for m in look.view.messages if m.undecodable and not m.group
+                     and m.undecodable != UNREAD) if look.view else 0
     return len(requests - read) + unreadable
 
 

@@ -16,6 +16,7 @@ from celery import Celery
 
 from ..._compat import stored_result
 from ...model import utc_datetime
+from .read_backend import read_backend
 
 BATCH = 1000
 PER_TASK_LIMIT = 2000
@@ -35,7 +36,7 @@ class TaskState:
 
 def read_states(app: Celery, task_ids: list[str]) -> tuple[dict[str, TaskState], str]:
     """States of the tasks the backend knows, and a note on how they were read."""
-    backend = app.backend
+    backend = read_backend(app)
     ids = list(dict.fromkeys(task_ids))
     if not ids:
         return {}, "nothing to read"

@@ -20,14 +20,13 @@ from datetime import datetime
 from typing import Any
 
 from celery import Celery
-from celery.backends.base import Backend
 from celery.states import READY_STATES
 
 from ...model import Chord, ChordKind, ClusterFacts, Duration, HeaderPart, UnlockCopy
 from ..diagnose import lost_header, unlock_storm
-from . import Source, backend_url
+from . import Source, joined_by
 from .broker import BrokerView, TaskMessage
-from .holdings import Holdings, Observation, confirm_pause, facts_from
+from .holdings import Holdings, Observation, confirm_pause, facts_from, gaps, unseen
 from .result_tuples import header_ids, upstream_ids
 from .results import TaskState, read_states
 from .workers import HeldRequest, WorkerSurvey
@@ -35,17 +34,6 @@ from .workers import HeldRequest, WorkerSurvey
 UNLOCK_TASK = "celery.chord_unlock"
 _QUOTED = re.compile(r"['\"]([0-9A-Za-z][\w.:@-]{7,})['\"]")
 _CALLBACK_ID = re.compile(r"['\"]task_id['\"]:\s*['\"]([^'\"]+)['\"]")
-
-
-def joins_by_unlock(app: Celery) -> bool:
-    """True when the app's result backend joins chords with celery.chord_unlock."""
-    try:
-        backend = app.backend
-    except Exception:  # a backend that cannot even be built: let read() report why
-        return backend_url(app).startswith("db+")
-    apply_chord = getattr(getattr(backend, "apply_chord", None), "__func__", None)
-    allowed = type(backend).ensure_chords_allowed is Backend.ensure_chords_allowed
-    return apply_chord is Backend.apply_chord and allowed
 
 
 @dataclass
@@ -270,6 +258,9 @@ def read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
         chord.evidence["observations"] = f"{len(looks)} (inspect round + broker peek)" + \
             ("; problems: " + "; ".join(dict.fromkeys(problems)) if problems else "")
     holdings.fill(facts, [look.observation for look in looks])
+    missing = gaps([look.observation for look in looks])
+    for chord in chords:
+        chord.unseen = unseen(chord, facts, missing)
     return chords
 
 
@@ -285,4 +276,4 @@ def _ids(looks: list[Look]) -> list[str]:
     return ids
 
 
-SOURCE = Source("unlock", joins_by_unlock, read)
+SOURCE = Source("unlock", joined_by(ChordKind.UNLOCK), read, needs=("broker", "backend"))

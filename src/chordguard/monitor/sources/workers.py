@@ -11,6 +11,7 @@ a chord, and each chord_unlock retry is a new run.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,7 @@ from celery.app.control import Control, flatten_reply
 
 from ..._timeouts import within_each
 from ...errors import UnreachableError
-from . import control_listeners, worker_roster
+from . import amqp_roster, control_listeners, worker_roster
 
 INSPECT_TIMEOUT = 2.0
 COMMANDS = ("active", "reserved", "scheduled", "active_queues", "revoked")
@@ -61,25 +62,33 @@ class WorkerSurvey:
 
 
 def survey(app: Celery, timeout: float = INSPECT_TIMEOUT, wait_out: bool = False,
-           ) -> WorkerSurvey:
+           queues: Iterable[str] = ()) -> WorkerSurvey:
     """Ask every worker of ``app`` (its control exchange) what it holds.
 
     Each command ends as soon as every expected worker (``worker_roster``: those that answered
-    recent look-ups) has replied and, where the broker can count them (``control_listeners``),
-    as many workers as listen for control commands; ``timeout`` seconds after the last reply
-    bounds the wait for stragglers, and is the whole wait when none is expected and nothing
-    was counted. ``wait_out`` (a confirming look: a worker nobody expected may hold something)
-    trusts only the count, which includes such workers. A worker that answered some
-    commands but not all, or an expected one that answered none, makes the survey
-    incomplete (``failed["workers"]``). Raises UnreachableError when no command could be
-    broadcast at all.
+    recent look-ups) has replied and, where the broker can count them, as many workers as
+    listen for control commands (Redis: ``control_listeners``) or as take from ``queues``
+    (RabbitMQ: ``amqp_roster``; ``active_queues`` is asked first, then the others wait for
+    the workers it heard); ``timeout`` seconds after the last reply bounds the wait for
+    stragglers, and is the whole wait when none is expected and nothing was counted. On
+    RabbitMQ a remembered worker whose pidbox queue is gone (it died) is not expected.
+    ``wait_out`` (a confirming look: a worker nobody expected may hold something) trusts
+    only the counts, which include such workers. A worker that answered some commands but
+    not all, or an expected one that answered none, makes the survey incomplete
+    (``failed["workers"]``). Raises UnreachableError when no command could be broadcast.
     """
     expected = frozenset(worker_roster.expected(app))
     listening = control_listeners.count(app)
+    roster = amqp_roster.look(app, expected, queues) if listening is None else None
+    if roster is not None:
+        expected = frozenset(roster.alive)
+    waited = frozenset() if wait_out else expected
     if listening == 0 and (wait_out or not expected):  # nobody listens: nothing to wait out
         outcomes: dict[str, Any] = {cmd: {} for cmd in COMMANDS}
+    elif roster is not None and any(roster.consumers.values()):
+        outcomes = _in_two_steps(app, timeout, waited, roster)
     else:
-        enough = _Enough(frozenset() if wait_out else expected, listening)
+        enough = _Enough(waited, listening)
         calls = {cmd: (lambda cmd=cmd: _broadcast(app, cmd, timeout, enough))
                  for cmd in COMMANDS}
         outcomes = within_each(timeout * 2 + 3, calls)
@@ -109,22 +118,48 @@ def unanswered(expected: frozenset[str], replies: dict[str, dict[str, Any]],
             if (missing := [cmd for cmd, by_host in replies.items() if host not in by_host])}
 
 
+def _in_two_steps(app: Celery, timeout: float, expected: frozenset[str],
+                  roster: amqp_roster.Roster) -> dict[str, Any]:
+    """``active_queues`` until its answers account for every consumer of the app's queues,
+    then the other commands until the workers it heard (and ``expected``) answered."""
+    first = _Enough(expected, None, roster)
+    queues = within_each(timeout * 2 + 3, {"active_queues": lambda: _broadcast(
+        app, "active_queues", timeout, first)})
+    heard = set(queues["active_queues"]) if isinstance(queues["active_queues"], dict) \
+        else set()
+    if not heard and not expected:  # nobody answered within the timeout: nobody to ask
+        return {**queues, **{cmd: {} for cmd in COMMANDS if cmd != "active_queues"}}
+    then = _Enough(expected | heard, None)
+    rest = within_each(timeout * 2 + 3, {cmd: (lambda cmd=cmd: _broadcast(
+        app, cmd, timeout, then)) for cmd in COMMANDS if cmd != "active_queues"})
+    return {**queues, **rest}
+
+
 class _EveryoneAnswered(Exception):
     """Raised from the reply callback to stop waiting: kombu stops only on a count."""
 
 
 @dataclass(frozen=True)
 class _Enough:
-    """When a command has heard enough: every ``hosts`` and at least ``count`` workers
-    (None: no count known; with no hosts either, only the timeout ends the wait)."""
+    """When a command has heard enough: every ``hosts`` and at least ``count`` workers, or
+    (``roster``, for ``active_queues``) workers accounting for every consumer (None and no
+    hosts: only the timeout ends the wait)."""
 
     hosts: frozenset[str]
     count: int | None
+    roster: amqp_roster.Roster | None = None
 
-    def reached(self, heard: set[str]) -> bool:
+    def reached(self, replies: dict[str, Any]) -> bool:
+        heard = set(replies)
+        if not self.hosts <= heard:
+            return False
+        if self.roster is not None:
+            return self.roster.accounted({host: [q.get("name") for q in queues or []
+                                                 if isinstance(q, dict)]
+                                          for host, queues in replies.items()})
         if self.count is None:
-            return bool(self.hosts) and self.hosts <= heard
-        return self.hosts <= heard and len(heard) >= self.count
+            return bool(self.hosts)
+        return len(heard) >= self.count
 
 
 def _broadcast(app: Celery, command: str, timeout: float, enough: _Enough) -> dict[str, Any]:
@@ -136,7 +171,7 @@ def _broadcast(app: Celery, command: str, timeout: float, enough: _Enough) -> di
 
     def heard(reply: dict[str, Any]) -> None:
         replies.append(reply)
-        if enough.reached(set().union(*replies)):
+        if enough.reached(flatten_reply(replies)):
             raise _EveryoneAnswered
 
     # its own connection, closed after: never a pooled one left mid-read

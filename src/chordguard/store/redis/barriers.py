@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from ...errors import BarrierExists
 from ..records import (
     CLAIM_GRACE,
     IN_FLIGHT,
@@ -36,7 +37,8 @@ class RedisBarriers:
         row = to_row(barrier)
         header_ids = row.pop("header_ids")
         fields = [item for pair in row.items() if pair[1] is not None for item in pair]
-        self._eval(lua.CREATE, [b, h], [ttl, header_ids, *fields])
+        if not self._eval(lua.CREATE, [b, h], [ttl, header_ids, *fields]):
+            raise BarrierExists(barrier.id)
         self.client.zadd(keys.due(barrier.app), {barrier.id: barrier.due_at()})
 
     def complete_part(self, barrier_id: str, index: int, envelope: str, failed: bool,
@@ -57,6 +59,10 @@ class RedisBarriers:
         envelopes = [_text(e) or None for e in reply[2:]] if outcome is Outcome.DISPATCH \
             and not barrier.by_reference else None
         return Completion(outcome, barrier, envelopes)
+
+    def grow_barrier(self, barrier_id: str) -> int | None:
+        index = int(self._eval(lua.GROW, [keys.barrier(barrier_id)[0]], []))
+        return None if index < 0 else index
 
     def envelopes(self, barrier_id: str, start: int, stop: int) -> list[str | None]:
         if stop <= start:

@@ -5,7 +5,8 @@ Redis Cluster (the indexes are written next, by the caller: see ``keys``).
 Journal: ``RECORD`` (a chord once), ``FINISH`` (end an open chord once). Leases:
 ``SWAP_LEASE`` (the one compare-and-set). Dead letters: ``SETTLE``. Breakers:
 ``REPLACE_BREAKER`` (by version). Barriers: ``CREATE``, ``COMPLETE`` (record a part and
-count down: one round trip per completion), ``TRANSITION`` (finish, fail, reclaim),
+count down: one round trip per completion), ``GROW`` (one more part), ``TRANSITION`` (finish,
+fail, reclaim),
 ``MARK_DISPATCHED``; ``RESCORE`` (a due index entry, unless someone moved it meanwhile).
 """
 
@@ -49,8 +50,10 @@ redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
 
-# KEYS: barrier hash, header ids   ARGV: ttl, header ids json, then field, value pairs
+# KEYS: barrier hash, header ids   ARGV: ttl, header ids json, then field, value pairs.
+# Returns 0 (writing nothing) when the barrier exists.
 CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1])
@@ -115,6 +118,13 @@ if ARGV[7] == '1' then
   for _, key in ipairs({b, KEYS[2], KEYS[3]}) do redis.call('EXPIRE', key, ARGV[8]) end
 end
 return cjson.encode(redis.call('HGETALL', b))
+"""
+
+# KEYS: barrier. Returns the new part's index, or -1 when the barrier is not waiting.
+GROW = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'waiting' then return -1 end
+redis.call('HINCRBY', KEYS[1], 'remaining', 1)
+return redis.call('HINCRBY', KEYS[1], 'total', 1) - 1
 """
 
 # KEYS: barrier   ARGV: token, now

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ...model import FAILED_STATES
@@ -138,6 +139,13 @@ class RedisStore(RedisBarriers, Store):
         return bool(self._eval(lua.SWAP_LEASE, [keys.lease(name)],
                                [new or "", max(1, int(ttl * 1000)),
                                 *(e or "" for e in expected)]))
+
+    def claim_all(self, holders: Mapping[str, str]) -> None:
+        ttl = max(1, int(self.retention * 1000))
+        with self.client.pipeline(transaction=False) as pipe:  # its keys are on many slots
+            for name, holder in holders.items():
+                pipe.set(keys.lease(name), holder, nx=True, px=ttl)
+            pipe.execute()
 
     def lease_holder(self, name: str) -> str | None:
         value = self.client.get(keys.lease(name))

@@ -7,7 +7,8 @@ the reaper must look at it, NULL once final), ``chordguard_durable_part`` (prima
 On PostgreSQL a completion is one ``WITH ins AS (INSERT ... ON CONFLICT DO NOTHING) UPDATE``
 statement in autocommit on the thread's own connection (``engine.run``): the barrier row's
 lock orders racing completions, a duplicate part updates nothing, and it costs exactly one
-round trip. On SQLite the insert and the update share one transaction.
+round trip; so is a new barrier with its header ids (``WITH created AS (INSERT ...) INSERT``).
+On SQLite the inserts and the update share one transaction.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, literal, select, text
 
+from ...errors import BarrierExists
 from ..records import (
     CLAIM_GRACE,
     IN_FLIGHT,
@@ -68,17 +70,38 @@ class SqlBarriers:
     postgres: bool
     _run: Callable[..., Any]
     _transaction: Callable[..., Any]
+    _insert: Callable[..., Any]
 
     def create_barrier(self, barrier: Barrier) -> None:
         row = to_row(barrier)
         header = {"barrier_id": barrier.id, "ids": row.pop("header_ids")}
         row["due_at"] = barrier.due_at()
+        if self.postgres:  # both rows in one statement, one round trip
+            created = self._insert(barriers).values(row).on_conflict_do_nothing() \
+                .returning(barriers.c.id).cte("created")
+            query = barrier_headers.insert().from_select(
+                ["barrier_id", "ids"],
+                select(created.c.id, literal(header["ids"], barrier_headers.c.ids.type)),
+            ).returning(barrier_headers.c.barrier_id)
+            if self._run(lambda conn: conn.execute(query).first()) is None \
+                    and not self._created_by(barrier):
+                raise BarrierExists(barrier.id)
+            return
 
         def insert(conn: Connection) -> None:
-            conn.execute(barriers.insert(), row)
+            if not conn.execute(self._insert(barriers).on_conflict_do_nothing()
+                                .returning(barriers.c.id), row).first():
+                raise BarrierExists(barrier.id)  # rolls the transaction back
             conn.execute(barrier_headers.insert(), header)
 
         self._transaction(insert)  # both rows or none
+
+    def _created_by(self, barrier: Barrier) -> bool:
+        """Whether the barrier already there is this very one (a retried statement whose
+        first attempt committed and lost its reply)."""
+        found = self.barrier(barrier.id)
+        return found is not None and (found.callback_id, found.created_at) == \
+            (barrier.callback_id, barrier.created_at)
 
     def complete_part(self, barrier_id: str, index: int, envelope: str, failed: bool,
                       now: float, token: str, app: str = "", grace: float = CLAIM_GRACE,
@@ -109,6 +132,14 @@ class SqlBarriers:
         envelopes = None if barrier.by_reference else \
             self.envelopes(barrier_id, 0, barrier.total)
         return Completion(Outcome.DISPATCH, barrier, envelopes)
+
+    def grow_barrier(self, barrier_id: str) -> int | None:
+        query = barriers.update().where(
+            barriers.c.id == barrier_id, barriers.c.state == BarrierState.WAITING.value,
+        ).values(total=barriers.c.total + 1, remaining=barriers.c.remaining + 1
+                 ).returning(barriers.c.total)
+        total = self._run(lambda conn: conn.execute(query).scalar())
+        return None if total is None else int(total) - 1
 
     def envelopes(self, barrier_id: str, start: int, stop: int) -> list[str | None]:
         if stop <= start:

@@ -120,6 +120,9 @@ def create_tables(engine: Engine) -> None:
     too are fine: each failed attempt means another one created a table meanwhile."""
     if engine in _created:
         return
+    if not _lacking(_columns(engine)):  # one catalogue query: a process opening a made store
+        _created.add(engine)
+        return
     for attempt in range(len(metadata.tables) + 1):
         try:
             metadata.create_all(engine, checkfirst=True)
@@ -132,13 +135,25 @@ def create_tables(engine: Engine) -> None:
     _created.add(engine)
 
 
+def _columns(engine: Engine) -> dict[str, set[str]]:
+    """Table name -> its columns, for the tables of ``metadata`` the database has."""
+    found = inspect(engine).get_multi_columns(filter_names=list(metadata.tables))
+    return {name: {c["name"] for c in columns} for (_, name), columns in found.items()}
+
+
+def _lacking(present: dict[str, set[str]]) -> bool:
+    """Is a table or a column of ``metadata`` missing from ``present``?"""
+    return any(set(table.columns.keys()) - present.get(table.name, set())
+               for table in metadata.tables.values())
+
+
 def _add_new_columns(engine: Engine) -> None:
     """Columns added since a table was created (each has a server default) are added to it;
     a process racing to add one too is fine."""
+    present = _columns(engine)
     for table in metadata.tables.values():
-        present = {c["name"] for c in inspect(engine).get_columns(table.name)}
         for column in table.columns:
-            if column.name in present:
+            if column.name in present.get(table.name, set()):
                 continue
             kind = column.type.compile(engine.dialect)
             try:

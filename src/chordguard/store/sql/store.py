@@ -9,7 +9,7 @@ of workers — barrier completions and leases — run on the thread's own connec
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, and_, case, delete, func, or_, select, update
@@ -166,6 +166,19 @@ class SqlStore(SqlBarriers, Store):
                                          live).values(holder=new, expires_at=at + ttl)
         query = query.returning(leases.c.name)  # (rowcount is not reliable for upserts)
         return self._run(lambda conn: conn.execute(query).first()) is not None
+
+    def claim_all(self, holders: Mapping[str, str]) -> None:
+        if not holders:
+            return
+        at = time.time()
+        query = self._insert(leases)
+        query = query.on_conflict_do_update(  # over an expired claim, as swap_lease takes it
+            index_elements=[leases.c.name], set_={"holder": query.excluded.holder,
+                                                  "expires_at": query.excluded.expires_at},
+            where=leases.c.expires_at < at)
+        rows = [{"name": name, "holder": holder, "expires_at": at + self.retention}
+                for name, holder in holders.items()]
+        self._transaction(lambda conn: conn.execute(query, rows))
 
     def lease_holder(self, name: str) -> str | None:
         query = select(leases.c.holder).where(leases.c.name == name,

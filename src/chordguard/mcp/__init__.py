@@ -1,0 +1,2 @@
+"""``chordguard mcp``: chord health for on-call assistants, over the Model Context Protocol
+(the ``chordguard[mcp]`` extra installs the SDK)."""
