@@ -18,9 +18,12 @@ FAILED_STATES = frozenset({"FAILURE", "REVOKED", "REJECTED"})  # a task that wil
 READY_STATES = FAILED_STATES | {"SUCCESS", "IGNORED"}  # a task that will not change again
 
 
-def callback_stamp(chord_id: str, callback_id: str | None, deadline: float) -> dict:
-    """The ``STAMP`` header of a chord's one callback: the chord it ends and its deadline."""
-    return {"chord": chord_id, "callback": callback_id, "deadline": deadline}
+def callback_stamp(chord_id: str, callback_id: str | None, deadline: float,
+                   fan_in: bool = False) -> dict:
+    """The ``STAMP`` header of a chord's one callback: the chord it ends and its deadline;
+    ``fan_in``: the chord is a store barrier (``guard.fan_in``), not a journal record."""
+    stamp = {"chord": chord_id, "callback": callback_id, "deadline": deadline}
+    return {**stamp, "fan_in": True} if fan_in else stamp
 
 
 class ChordKind(StrEnum):

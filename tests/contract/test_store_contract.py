@@ -257,21 +257,25 @@ def test_racing_final_completions_claim_exactly_once(store, app):
     for _ in range(15):
         barrier = new_barrier(2, app)
         store.create_barrier(barrier)
-        outcomes: list[Outcome] = []
+        completions: list = []
         start = threading.Barrier(4)
 
-        def finish(index: int, barrier=barrier, start=start, outcomes=outcomes) -> None:
+        def finish(index: int, barrier=barrier, start=start, completions=completions) -> None:
             start.wait()
-            outcomes.append(complete(store, barrier, index).outcome)
+            completions.append(complete(store, barrier, index))
 
         threads = [threading.Thread(target=finish, args=(i,)) for i in (0, 1, 0, 1)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+        outcomes = [c.outcome for c in completions]
         assert sorted(outcomes) == sorted([Outcome.DISPATCH, Outcome.COUNTED,
                                            Outcome.DUPLICATE, Outcome.DUPLICATE])
         assert store.barrier(barrier.id).state is BarrierState.DISPATCHING
+        claimed = next(c for c in completions if c.outcome is Outcome.DISPATCH)
+        # the racing part's envelope too, though it landed after the claim's statement began
+        assert [f'"result": {i}' in e for i, e in enumerate(claimed.envelopes)] == [True, True]
 
 
 def test_a_grown_barrier_waits_for_its_added_part_and_hands_it_on_last(store, app):
@@ -351,6 +355,22 @@ def test_a_dead_claim_is_reclaimed_only_after_the_grace(store, app):
     assert taken is not None and taken.claim_token == "second"
     assert not store.mark_dispatched(barrier.id, claim.barrier.claim_token, now + 31)
     assert store.mark_dispatched(barrier.id, "second", now + 31)
+
+
+def test_a_claimed_or_sent_callback_is_due_at_its_deadline_not_later(store, app):
+    """A claim is looked at after its grace or at the deadline, whichever comes first; a
+    sent callback at its deadline only (never every pass before it, never past it)."""
+    soon, later = new_barrier(1, app, deadline=5), new_barrier(1, app, deadline=100)
+    for barrier in (soon, later):
+        store.create_barrier(barrier)
+    claims = {b.id: complete(store, b, 0) for b in (soon, later)}
+    now = time.time()
+    assert [b.id for b in store.due_barriers(app, now + 6)] == [soon.id]
+    for barrier in (soon, later):
+        assert store.mark_dispatched(barrier.id, claims[barrier.id].barrier.claim_token, now)
+    assert [b.id for b in store.due_barriers(app, now + 6)] == [soon.id]
+    assert [b.id for b in store.due_barriers(app, now + 60)] == [soon.id]
+    assert {b.id for b in store.due_barriers(app, now + 101)} == {soon.id, later.id}
 
 
 def test_purge_deletes_ended_barriers_only(store, app):

@@ -23,7 +23,7 @@ from chordguard.monitor.collect import collect
 from chordguard.store import open_store
 from chordguard.store.records import BarrierState, Policy
 from tests.cluster import AMQP_URL, PG_BACKEND, PG_URL, REDIS_URL, chordguard_cli, wait_for
-from tests.durable_helpers import ran_each_twice
+from tests.durable_helpers import Trace, ran_each_twice
 from tests.private_servers import private_redis
 
 BACKENDS = {"db": PG_BACKEND, "redis": REDIS_URL}
@@ -291,3 +291,43 @@ def test_a_part_adds_tasks_and_a_chord_to_its_chord(make_cluster, backend):
     assert sorted(nested.get(timeout=30)) == [0, 5 + 6 + 7]
     barriers = open_store(REDIS_URL)
     assert [barriers.barrier(r.parent.id).total for r in (tasks, nested)] == [4, 2]
+
+
+@pytest.mark.parametrize("callback", ["t.slow_record", "t.guarded_slow"])
+def test_a_callback_whose_worker_dies_mid_run_is_failed_by_its_deadline(make_cluster, trace,
+                                                                        callback):
+    """The barrier ends when its one-task callback ends, not when it is published: a
+    callback SIGKILLed mid-run (acks_late; the Redis broker redelivers it only after its
+    visibility timeout) is failed by the surviving worker's reaper at the deadline, its
+    errback run once, and it is not run again."""
+    cluster = make_cluster(REDIS_URL, PG_BACKEND, fan_in_conf(
+        PG_URL, task_acks_late=True, worker_prefetch_multiplier=1))
+    workers = [cluster.start_worker(concurrency=1, wait=False) for _ in range(2)]
+    for worker in workers:
+        cluster.wait_ready(worker)
+    app, errbacks = cluster.app, Trace()
+    try:
+        plain = chord([app.signature("t.echo", (i,)) for i in range(2)])(
+            app.signature("t.tsum"))
+        assert plain.get(timeout=30) == 1
+        barriers = open_store(PG_URL)
+        wait_for(lambda: barriers.barrier(plain.parent.id).state is BarrierState.SUCCEEDED,
+                 timeout=10, what="the barrier to end with its callback")
+
+        body = chordguard.with_deadline(app.signature(
+            callback, kwargs={"seconds": 120, "key": trace.key}).on_error(
+            app.signature("t.note", kwargs={"key": errbacks.key})), 8)
+        result = chord([app.signature("t.echo", (i,)) for i in range(2)])(body)
+        wait_for(lambda: len(trace.entries()) == 1, timeout=20, what="the callback to start")
+        assert barriers.barrier(result.parent.id).state is BarrierState.DISPATCHED
+        running = next(w for w in workers if f"[{result.id}] received" in w.output())
+        running.kill()
+        wait_for(lambda: result.state == "FAILURE", timeout=30, what="the reaper")
+        assert isinstance(result.result, ChordError) and "deadline" in str(result.result)
+        wait_for(lambda: errbacks.entries() == [result.id], what="the errback")
+        assert barriers.barrier(result.parent.id).state is BarrierState.FAILED
+        time.sleep(3)  # past the end: nothing runs again
+        assert errbacks.entries() == [result.id]
+        assert len(trace.entries()) == 1
+    finally:
+        errbacks.close()

@@ -72,10 +72,18 @@ def _dispatch_for_celery(app: Celery, store: Store, barrier: Barrier,
             _fail_as_celery_would(app, store, barrier, part)
             return
         results.append(part.get("result"))
-    publish_callback(app, _naming_its_chord(app.signature(barrier.callback), barrier),
+    callback = app.signature(barrier.callback)
+    single = callback.get("subtask_type") is None
+    publish_callback(app, _naming_its_chord(callback, barrier) if single else callback,
                      results)
-    # the join is over once the body is sent, as Celery's: the body's own end (a replaced
-    # task, a group) is the result backend's, and no reaper may fail a body that ran
+    if single:  # the task's end ends the barrier (``guard.journal``), else the reaper's
+        until_written(lambda: store.mark_dispatched(barrier.id, barrier.claim_token,
+                                                    store_now(store)),
+                      barrier.deadline_at, lambda: store_now(store),
+                      f"the dispatch mark of store-joined chord {barrier.id}")
+        return
+    # a group or chain body: the join is over once it is sent, as Celery's (its own end is
+    # the result backend's)
     until_written(lambda: store.finish_barrier(
         barrier.id, BarrierState.SUCCEEDED, store_now(store), app=barrier.app,
         reason="body published"), barrier.deadline_at, lambda: store_now(store),
@@ -83,14 +91,14 @@ def _dispatch_for_celery(app: Celery, store: Store, barrier: Barrier,
 
 
 def _naming_its_chord(callback: Any, barrier: Barrier) -> Any:
-    """A single-task body carries the journal's stamp (chord id, callback id, deadline), so
-    that a ``chord_callback`` runs once per chord and a callback that raises, or whose value
-    Celery cannot store, is dead-lettered under the group id users see."""
-    if callback.get("subtask_type") is None:
-        headers = dict(callback.options.get("headers") or {})
-        headers.setdefault(STAMP, callback_stamp(barrier.id, barrier.callback_id,
-                                                 barrier.deadline_at))
-        callback.options["headers"] = headers
+    """A single-task body carries the journal's stamp (chord id, callback id, deadline,
+    ``fan_in``), so that its end ends the barrier, a ``chord_callback`` runs once per chord,
+    and a callback that raises, or whose value Celery cannot store, is dead-lettered under the
+    group id users see."""
+    headers = dict(callback.options.get("headers") or {})
+    headers.setdefault(STAMP, callback_stamp(barrier.id, barrier.callback_id,
+                                             barrier.deadline_at, fan_in=True))
+    callback.options["headers"] = headers
     return callback
 
 

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from celery import Celery
 
 from ..config import outage_settle, store_url
+from ..model import FAILED_STATES
 from ..store import Store, open_store, unreachable
-from ..store.records import KEEP_SECONDS, BarrierState
+from ..store.records import KEEP_SECONDS, Barrier, BarrierState, Policy
 from .actions import drop_unfinished_headers
 from .barrier import claim_grace
 from .dispatch import dispatch, fail_chord
@@ -145,7 +146,10 @@ def _pass(app: Celery, barriers: Store, now: float, grace: float,
     for barrier in barriers.due_barriers(app.main or "", now):
         reason = _overdue(barrier.state, barrier.deadline_at,
                           max(barrier.updated_at, seen_since), barrier.stall_seconds, now)
-        if reason:
+        if reason and (ended := _callback_ended(app, barrier)) is not None:
+            barriers.finish_barrier(barrier.id, ended, now, app=barrier.app,
+                                    reason="callback ended (reaper)")
+        elif reason:
             failed = barriers.fail_barrier(barrier.id, reason, now, uuid.uuid4().hex)
             if failed is not None:
                 fail_chord(app, barriers, failed, reason)
@@ -155,6 +159,19 @@ def _pass(app: Celery, barriers: Store, now: float, grace: float,
                 and _redispatch(app, barriers, barrier.id, now, grace):
             report.redispatched.append(barrier.id)
     return report
+
+
+def _callback_ended(app: Celery, barrier: Barrier) -> BarrierState | None:
+    """How the callback of a store-joined chord (policy ``celery``) ended, as the result
+    backend stored it, when its own end never reached the store (a ``Task.replace``d
+    callback, a write lost at the deadline); None: not ended, or not such a chord."""
+    if barrier.policy is not Policy.CELERY or barrier.state is not BarrierState.DISPATCHED \
+            or not barrier.callback_id:
+        return None
+    state = app.AsyncResult(barrier.callback_id).state
+    if state == "SUCCESS":
+        return BarrierState.SUCCEEDED
+    return BarrierState.FAILED if state in FAILED_STATES else None
 
 
 def _drop_headers(app: Celery, barriers: Store, chord_id: str) -> None:

@@ -8,10 +8,11 @@
   deadline to the unlock task. It never unrolls a lazy header or changes what Celery
   publishes, and if the store fails the chord runs exactly as Celery runs it;
 - finished parts: ``task_postrun`` of a header task appends to the process's PartBuffer;
-- the end: ``task_postrun`` of a stamped final task ends the record: the callback's at once,
-  a body's final task once the whole body is ready (judged in the background, see
-  ``body_watch``); a failed one is dead-lettered with its inputs and traceback and counts
-  for its breaker; a body Celery fails itself ends it as failed (``celery_failed``).
+- the end: ``task_postrun`` of a stamped final task ends the record (for a store-joined
+  chord, ``fan_in``, its barrier): the callback's at once, a body's final task once the
+  whole body is ready (judged in the background, see ``body_watch``); a failed one is
+  dead-lettered with its inputs and traceback and counts for its breaker; a body Celery
+  fails itself ends it as failed (``celery_failed``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from celery.utils.functional import _regen
 
 from ..model import FAN_IN_MARK, STAMP, callback_stamp
 from ..store.clock import store_now
-from ..store.records import FAILED, SUCCEEDED, ChordRecord, PartUpdate, jsonable
+from ..store.outage import until_written
+from ..store.records import FAILED, SUCCEEDED, BarrierState, ChordRecord, PartUpdate, jsonable
 from . import breaker, celery_failed, errbacks_run
 from .backends import on_every_backend
 from .body import UnknownBody, final_tasks, is_single_task
@@ -136,6 +138,9 @@ def connect_signals(app: Celery) -> None:
             if guard is not None:
                 guard.parts.add(PartUpdate(request.group, task_id or "", state or "?",
                                            time.time()))
+        if state in ("SUCCESS", "FAILURE") and (joined := _store_joined(request, task_id)):
+            _end_barrier(app, joined, state, task.name)
+            return
         if state != "SUCCESS":
             return
         stored_success = getattr(request, STORED_SUCCESS, None)
@@ -157,6 +162,35 @@ def connect_signals(app: Celery) -> None:
 
     signals.task_postrun.connect(on_postrun, weak=False)
     signals.task_failure.connect(on_failure, weak=False)
+
+
+def _store_joined(request: Any, task_id: str | None) -> dict | None:
+    """The stamp of a store-joined chord (``fan_in``) whose one callback this run is."""
+    stamp = getattr(request, STAMP, None)
+    if isinstance(stamp, dict) and stamp.get("fan_in") and stamp.get("callback") == task_id:
+        return stamp
+    return None
+
+
+def _end_barrier(app: Celery, stamp: dict, state: str, name: str) -> None:
+    """A store-joined chord's callback stored its outcome: its barrier ends with it (a
+    failure was dead-lettered by ``on_failure`` or ``chord_callback``); an outage delays the
+    write until the deadline, after which the reaper reads the outcome Celery stored."""
+    guard = guard_of(app)
+    if guard is None:
+        return
+    store, chord_id = guard.store, stamp["chord"]
+    ended = BarrierState.SUCCEEDED if state == "SUCCESS" else BarrierState.FAILED
+    reason = "callback succeeded" if state == "SUCCESS" else f"callback {name} failed"
+    try:
+        until_written(lambda: store.finish_barrier(chord_id, ended, store_now(store),
+                                                   reason=reason, app=app.main or ""),
+                      float(stamp.get("deadline") or 0), lambda: store_now(store),
+                      f"the end of store-joined chord {chord_id}")
+        if state == "SUCCESS":
+            breaker.record(guard, name, succeeded=True)
+    except Exception:
+        logger.exception("chordguard: could not end store-joined chord %s", chord_id)
 
 
 def _end_with(record_end: Any, task_id: str | None) -> None:

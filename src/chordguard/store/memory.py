@@ -275,7 +275,8 @@ class MemoryStore(Store):
                 barrier.claim_token, barrier.claimed_at = token, now
                 envelopes = None if barrier.by_reference else \
                     [entry.parts.get(i) for i in range(barrier.total)]
-                return Completion(Outcome.DISPATCH, self._save(barrier, now + grace), envelopes)
+                claim_due = min(barrier.deadline_at, now + grace)
+                return Completion(Outcome.DISPATCH, self._save(barrier, claim_due), envelopes)
             self._save(barrier, min(barrier.deadline_at, now + barrier.stall_seconds))
             return Completion(Outcome.COUNTED)
 
@@ -311,9 +312,9 @@ class MemoryStore(Store):
             barrier = self._barrier(barrier_id)
             if barrier is None or barrier.claim_token != token:
                 return False
-            entry = self._barriers[barrier_id]
             return self.move_barrier(barrier_id, (BarrierState.DISPATCHING,),
-                                     BarrierState.DISPATCHED, now, due=entry.due) is not None
+                                     BarrierState.DISPATCHED, now,
+                                     due=barrier.deadline_at) is not None
 
     def barrier(self, barrier_id: str, with_header_ids: bool = False) -> Barrier | None:
         return self._locked(lambda: self._barrier(barrier_id, with_header_ids))

@@ -53,7 +53,8 @@ class RedisBarriers:
             return Completion(outcome)
         barrier = _barrier(barrier_id, reply[1])
         if outcome is Outcome.DISPATCH:  # the reaper looks again once the claim's grace ran
-            self.client.zadd(keys.due(barrier.app), {barrier_id: now + grace})
+            self.client.zadd(keys.due(barrier.app),
+                             {barrier_id: min(barrier.deadline_at, now + grace)})
         else:
             self.client.zrem(keys.due(barrier.app), barrier_id)
         envelopes = [_text(e) or None for e in reply[2:]] if outcome is Outcome.DISPATCH \
@@ -72,8 +73,13 @@ class RedisBarriers:
         return [None if v is None else _text(v) for v in values]
 
     def mark_dispatched(self, barrier_id: str, token: str, now: float) -> bool:
-        return bool(self._eval(lua.MARK_DISPATCHED, [keys.barrier(barrier_id)[0]],
-                               [token, repr(now)]))
+        reply = self._eval(lua.MARK_DISPATCHED, [keys.barrier(barrier_id)[0]],
+                           [token, repr(now)])
+        if not reply:
+            return False
+        app, deadline_at = _text(reply[0]), float(_text(reply[1]))
+        self.client.zadd(keys.due(app), {barrier_id: deadline_at})  # sent: due at the deadline
+        return True
 
     def move_barrier(self, barrier_id: str, sources: tuple[BarrierState, ...],
                      target: BarrierState, now: float, token: str | None = None,

@@ -132,7 +132,7 @@ MARK_DISPATCHED = """
 if redis.call('HGET', KEYS[1], 'claim_token') ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'state') ~= 'dispatching' then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'dispatched', 'updated_at', ARGV[2])
-return 1
+return redis.call('HMGET', KEYS[1], 'app', 'deadline_at')
 """
 
 # KEYS: lease   ARGV: new holder ('' = release), ttl ms, then the expected holders

@@ -47,16 +47,24 @@ _COUNT = f"""UPDATE {barriers.name} SET
   reason = CASE WHEN {_FAILS} THEN :reason ELSE reason END,
   finished_at = CASE WHEN {_FAILS} THEN :now ELSE finished_at END,
   due_at = CASE WHEN state <> 'waiting' THEN due_at WHEN {_FAILS} THEN NULL
-                WHEN remaining <= 1 THEN :now + :grace
+                WHEN remaining <= 1 THEN {{least}}(deadline_at, :now + :grace)
                 ELSE {{least}}(deadline_at, :now + stall_seconds) END
 WHERE id = :id{{only_fresh}}
 RETURNING {COLUMNS}"""
 _INSERT = f"INSERT INTO {barrier_parts.name} (barrier_id, idx, failed, envelope) " \
           "VALUES (:id, :idx, :failed, :envelope) ON CONFLICT DO NOTHING"
+# the claiming completion also reads every part (its own from the parameters: the insert is
+# not visible within its statement); a part committed after the statement's snapshot is missed,
+# and then the envelopes are read once more (``_claimed_envelopes``)
+_PG_ENVELOPES = (
+    "CASE WHEN upd.claim_token = :token AND upd.state = 'dispatching' AND upd.by_reference = 0 "
+    "THEN (SELECT json_agg(json_build_array(p.idx, p.envelope)) FROM ("
+    f"SELECT idx, envelope FROM {barrier_parts.name} WHERE barrier_id = :id AND idx <> :idx "
+    "UNION ALL SELECT CAST(:idx AS integer), CAST(:envelope AS text)) AS p) END AS envelopes")
 _PG_COMPLETE = text(
     f"WITH ins AS ({_INSERT} RETURNING 1), upd AS ("
     + _COUNT.format(least="LEAST", only_fresh=" AND EXISTS (SELECT 1 FROM ins)")
-    + f") SELECT (SELECT count(*) FROM ins) AS fresh, {COLUMNS} "
+    + f") SELECT (SELECT count(*) FROM ins) AS fresh, {COLUMNS}, {_PG_ENVELOPES} "
     "FROM (SELECT 1) AS one LEFT JOIN upd ON true")
 _SQLITE_INSERT = text(_INSERT)
 _SQLITE_COUNT = text(_COUNT.format(least="MIN", only_fresh=""))
@@ -130,8 +138,15 @@ class SqlBarriers:
         if barrier.state is BarrierState.FAILED:
             return Completion(Outcome.FAIL, barrier)
         envelopes = None if barrier.by_reference else \
-            self.envelopes(barrier_id, 0, barrier.total)
+            self._claimed_envelopes(barrier, row.get("envelopes"))
         return Completion(Outcome.DISPATCH, barrier, envelopes)
+
+    def _claimed_envelopes(self, barrier: Barrier, read: list | None) -> list[str | None]:
+        """Every part's envelope: as the claiming statement read them, when it saw them all."""
+        found = {int(idx): envelope for idx, envelope in read or []}
+        if len(found) == barrier.total and all(i in found for i in range(barrier.total)):
+            return [found[i] for i in range(barrier.total)]
+        return self.envelopes(barrier.id, 0, barrier.total)
 
     def grow_barrier(self, barrier_id: str) -> int | None:
         query = barriers.update().where(
@@ -175,7 +190,7 @@ class SqlBarriers:
         query = barriers.update().where(
             barriers.c.id == barrier_id, barriers.c.claim_token == token,
             barriers.c.state == BarrierState.DISPATCHING.value,
-        ).values(state=BarrierState.DISPATCHED.value, updated_at=now)
+        ).values(state=BarrierState.DISPATCHED.value, updated_at=now, due_at=barriers.c.deadline_at)
         return bool(self._run(lambda conn: conn.execute(query).rowcount))
 
     def barrier(self, barrier_id: str, with_header_ids: bool = False) -> Barrier | None:
