@@ -219,20 +219,27 @@ def _snapshot(test: str, app: Any) -> None:
     guard = guard_of(app)
     for barrier in guard.store.barriers_in_flight(app.main or ""):  # joined by the store
         if barrier.id not in _snapshots:
-            _snapshots[barrier.id] = {"test": test, "deadline_at": barrier.deadline_at,
-                                      "states": _states(app, [barrier.callback_id]),
-                                      "kind": "store"}
+            full = guard.store.barrier(barrier.id, with_header_ids=True) or barrier
+            _snapshots[barrier.id] = _opened(app, test, "store", barrier.callback_id,
+                                             barrier.callback, barrier.deadline_at,
+                                             full.header_ids)
     for record in guard.store.open_chords():
-        if record.id in _snapshots:
-            continue
-        ids: list[str] = [record.callback_id] if record.callback_id else []
-        _body_ids(record.callback, ids)
-        ids = list(dict.fromkeys(ids))[:MAX_SNAPSHOT_IDS]
-        _snapshots[record.id] = {"test": test, "states": _states(app, ids),
-                                 "deadline_at": record.deadline_at or record.created_at,
-                                 "kind": record.kind, "at": time.time(),
-                                 "tasks": ids + list(record.header_ids),
-                                 "errbacks": sorted(_errback_names(record.callback))}
+        if record.id not in _snapshots:
+            _snapshots[record.id] = _opened(app, test, record.kind, record.callback_id,
+                                            record.callback,
+                                            record.deadline_at or record.created_at,
+                                            record.header_ids)
+
+
+def _opened(app: Any, test: str, kind: str, callback_id: str | None, callback: Any,
+            deadline_at: float, header_ids: list[str]) -> dict[str, Any]:
+    """A chord still open at the end of ``test``: its body's states, header and errbacks."""
+    ids: list[str] = [callback_id] if callback_id else []
+    _body_ids(callback, ids)
+    ids = list(dict.fromkeys(ids))[:MAX_SNAPSHOT_IDS]
+    return {"test": test, "states": _states(app, ids), "deadline_at": deadline_at,
+            "kind": kind, "at": time.time(), "tasks": ids + list(header_ids),
+            "errbacks": sorted(_errback_names(callback))}
 
 
 def _errback_names(node: Any) -> set[str]:
