@@ -2,6 +2,7 @@
 Celery-native baseline.
 
     python bench/check_redis_chords.py [--chords 10000] [--rounds 3] [--redis URL] [--json]
+    python bench/check_redis_chords.py --busy --chords 6000 [--json]
 
 (``--redis``, or ``CG_TEST_REDIS``: a private server for 100,000 chords, so the shared one
 is not flooded.) Each round also reports the peak RSS of both processes (GNU time).
@@ -21,6 +22,12 @@ processes, end to end, against the same keys and messages:
   ``.j``/``.t``, ``TTL`` of ``.s``), and the queue is read with LRANGE, each message decoded
   as kombu would to find its group: size, progress, time left and queued parts, less than
   chordguard reports.
+
+``--busy``: a healthy, busy cluster instead. A worker with Celery's defaults works through
+the queue (each part sleeps 50 ms: two processes take about 40 messages a second) while both
+sides run; ``check`` must exit 0 with the verdict healthy, and every round starts with more
+than 5,000 messages still queued. The baseline's count of consistent chords is printed, not
+checked (chords move while it reads).
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("CG_TEST_REDIS", "redis://127.0.0.1:6379/0")
 PREFIX_ENV = "CG_BENCH_PREFIX"
 HEADER = 2
+BUSY_PART_SECONDS = float(os.environ.get("CG_BENCH_PART_SECONDS", "0"))
+BUSY_MIN_QUEUED = 5000  # a busy round counts only while the queue still holds this many
 
 
 def make_app(prefix: str) -> Celery:
@@ -57,6 +66,16 @@ def make_app(prefix: str) -> Celery:
 
 
 app = make_app(os.environ[PREFIX_ENV]) if os.environ.get(PREFIX_ENV) else None
+if app is not None:  # the tasks, for a ``--busy`` round's worker
+
+    @app.task(name="bench.add")
+    def add(x: int, y: int) -> int:
+        time.sleep(BUSY_PART_SECONDS)
+        return x + y
+
+    @app.task(name="bench.tsum")
+    def tsum(values: list[int]) -> int:
+        return sum(values)
 
 
 def publish(app: Celery, count: int) -> None:
@@ -152,6 +171,38 @@ def judged(out: str, chords: int, as_json: bool) -> None:
         assert f"diagnoses: no_consumer {chords}" in out, out[-2000:]
 
 
+def healthy(out: str, as_json: bool) -> None:
+    """A busy round's verdict: healthy (``check`` exited 0, which ``timed`` asserted)."""
+    if as_json:
+        health = json.loads(out)["health"]
+        assert health["status"] == "healthy", health
+    else:
+        assert out.startswith("no stuck chords"), out[-2000:]
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen:
+    """One worker with Celery's defaults (prefork, 2 processes, gossip, mingle,
+    heartbeats) working through the queue, each part taking BUSY_PART_SECONDS; returns when
+    it has taken its first messages."""
+    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "bench.check_redis_chords",
+                             "worker", "-c", "2", "-l", "WARNING"],
+                            env={**env, "CG_BENCH_PART_SECONDS": "0.05"}, cwd=ROOT,
+                            start_new_session=True)
+    client, queue = app_client(env)
+    before = client.llen(queue)
+    end = time.monotonic() + 60
+    while client.llen(queue) >= before:
+        assert proc.poll() is None and time.monotonic() < end, "the worker did not start"
+        time.sleep(0.2)
+    return proc
+
+
+def app_client(env: dict[str, str]):
+    """The Redis client and queue key of the bench's app under ``env``'s prefix."""
+    bench_app = make_app(env[PREFIX_ENV])
+    return bench_app.backend.client, env[PREFIX_ENV] + "celery"
+
+
 def main() -> None:
     global REDIS_URL
     parser = argparse.ArgumentParser()
@@ -160,6 +211,9 @@ def main() -> None:
     parser.add_argument("--baseline-rounds", type=int, help="default: --rounds")
     parser.add_argument("--redis", default=REDIS_URL, help="Redis URL (broker and backend)")
     parser.add_argument("--json", action="store_true", help="time `check --json`")
+    parser.add_argument("--busy", action="store_true",
+                        help="a worker with Celery's defaults works through the queue while "
+                             "both sides run: every chord is healthy (check exits 0)")
     parser.add_argument("--publishers", type=int, default=4)
     parser.add_argument("--keep", action="store_true", help="leave the chords for a rerun")
     parser.add_argument("--prefix", help="the key prefix of a kept run: reuse its chords")
@@ -180,6 +234,7 @@ def main() -> None:
     check = [sys.executable, "-m", "chordguard", "-A", "bench.check_redis_chords",
              *(["--json"] if opts.json else []), "check", "--max-hours", "1"]
     base = [sys.executable, str(Path(__file__).resolve()), "--baseline"]
+    worker = None
     try:
         started = time.perf_counter()
         if existing(bench_app) != opts.chords:
@@ -188,19 +243,29 @@ def main() -> None:
               f"{bench_app.backend.client.llen(prefix + 'celery')} queued messages, made in "
               f"{time.perf_counter() - started:.1f} s (load average {os.getloadavg()[0]:.2f})")
         rows: dict[str, list[tuple[float, int]]] = {"chordguard check": [], "celery baseline": []}
+        worker = start_worker(env) if opts.busy else None
+        client, queue = app_client(env)
         for round_ in range(opts.rounds):
-            seconds, peak, out = timed(check, env, None)
-            try:
-                judged(out, opts.chords, opts.json)
-            except AssertionError:  # a verdict that is not the definite one: say which
-                print(f"round {round_ + 1}: NOT every chord judged ({seconds:.2f} s): "
-                      + next((line for line in out.splitlines() if "unknown" in line),
-                             out[-300:]))
+            if worker is not None:
+                queued = client.llen(queue)
+                assert queued > BUSY_MIN_QUEUED, f"the queue holds {queued}: no longer busy"
+                seconds, peak, out = timed(check, env, 0)
+                healthy(out, opts.json)
+                print(f"round {round_ + 1}: healthy in {seconds:.2f} s, queue {queued} -> "
+                      f"{client.llen(queue)} messages")
+            else:
+                seconds, peak, out = timed(check, env, None)
+                try:
+                    judged(out, opts.chords, opts.json)
+                except AssertionError:  # a verdict that is not the definite one: say which
+                    print(f"round {round_ + 1}: NOT every chord judged ({seconds:.2f} s): "
+                          + next((line for line in out.splitlines() if "unknown" in line),
+                                 out[-300:]))
             rows["chordguard check"].append((seconds, peak))
             if round_ >= (opts.rounds if opts.baseline_rounds is None else opts.baseline_rounds):
                 continue
             seconds, peak, out = timed(base, env, 0)
-            assert out.strip() == str(opts.chords), out
+            assert worker is not None or out.strip() == str(opts.chords), out
             rows["celery baseline"].append((seconds, peak))
         for name, runs in rows.items():
             times = [s for s, _ in runs]
@@ -212,6 +277,9 @@ def main() -> None:
               f"{statistics.median(ours) / statistics.median(theirs):.2f}  "
               f"(load average {os.getloadavg()[0]:.2f})")
     finally:
+        if worker is not None:
+            os.killpg(worker.pid, 9)
+            worker.wait()
         if not opts.keep:
             print(f"deleted {delete_all(bench_app, prefix)} bench keys")
 
