@@ -214,6 +214,7 @@ def main() -> None:
     parser.add_argument("--busy", action="store_true",
                         help="a worker with Celery's defaults works through the queue while "
                              "both sides run: every chord is healthy (check exits 0)")
+    parser.add_argument("--source-timeout", type=float, help="check's --source-timeout")
     parser.add_argument("--publishers", type=int, default=4)
     parser.add_argument("--keep", action="store_true", help="leave the chords for a rerun")
     parser.add_argument("--prefix", help="the key prefix of a kept run: reuse its chords")
@@ -232,7 +233,8 @@ def main() -> None:
            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     bench_app = make_app(prefix)
     check = [sys.executable, "-m", "chordguard", "-A", "bench.check_redis_chords",
-             *(["--json"] if opts.json else []), "check", "--max-hours", "1"]
+             *(["--json"] if opts.json else []), "check", "--max-hours", "1",
+             *(["--source-timeout", str(opts.source_timeout)] if opts.source_timeout else [])]
     base = [sys.executable, str(Path(__file__).resolve()), "--baseline"]
     worker = None
     try:

@@ -8,6 +8,7 @@ import sys
 import time
 
 from tests.cluster import AMQP_URL, PG_BACKEND, REDIS_URL, ROOT, chordguard_cli
+from tests.private_servers import private_redis
 
 
 def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -70,6 +71,27 @@ def test_unreachable_amqp_broker_answers_within_seconds():
     assert time.monotonic() - started < 10
     assert result.returncode == 3 and "unknown" in result.stdout
     assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_source_timeout_bounds_each_source():
+    """Broker and backend stalled: past ``check --source-timeout 2`` the verdict is unknown
+    at once and the output says how to wait longer; a 4 s stall within ``--source-timeout
+    10`` gets the definite verdict (an empty cluster: healthy)."""
+    with private_redis() as stalled:
+        with stalled.hung(8):
+            started = time.monotonic()
+            short = run("check", "--broker", stalled.url, "--backend", stalled.url,
+                        "--source-timeout", "2")
+            answered = time.monotonic() - started
+        assert short.returncode == 3, short.stdout + short.stderr
+        assert "did not answer within 2 s" in short.stdout, short.stdout
+        assert "--source-timeout" in short.stdout
+        assert answered < 7, answered  # the bound, not the stall's end
+        with stalled.hung(4):
+            long = run("--json", "check", "--broker", stalled.url, "--backend", stalled.url,
+                       "--source-timeout", "10")
+        assert long.returncode == 0, long.stdout + long.stderr
+        assert json.loads(long.stdout)["health"]["status"] == "healthy"
 
 
 def test_what_the_monitor_cannot_read_is_unknown_never_healthy():

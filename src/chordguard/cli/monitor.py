@@ -9,7 +9,7 @@ import click
 
 from ..model import Snapshot
 from ..monitor.api import HEALTHY, UNHEALTHY, blind_spot, find_chord, stuck_chords, verdict
-from ..monitor.collect import collect
+from ..monitor.collect import SOURCE_TIMEOUT, collect
 from ..monitor.documents import write_snapshot_json
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, EXIT_UNKNOWN, FiniteFloat, command, settings
 from .render import chord_detail, print_status, sources_line
@@ -18,6 +18,11 @@ MAX_HOURS = click.option("--max-hours", type=FiniteFloat(min=0), default=1.0,
                          show_default=True,
                          help="A chord idle longer than this many hours is stuck (0 allowed).")
 
+
+SOURCE_TIMEOUT_OPTION = click.option(
+    "--source-timeout", type=FiniteFloat(min=1), default=SOURCE_TIMEOUT, show_default=True,
+    help="Seconds each source may take (100,000 Redis chords take longer on small machines); "
+         "one still reading then makes the verdict unknown, never healthy.")
 
 PAGE = [click.option("--limit", type=click.IntRange(min=0), default=1000, show_default=True,
                      help="--json: list at most this many chords (0: all); the document "
@@ -33,11 +38,12 @@ def paged(fn: Callable) -> Callable:
 
 
 @command(COMMANDS, name="status")
+@SOURCE_TIMEOUT_OPTION
 @paged
-def status(limit: int, offset: int) -> int:
+def status(source_timeout: float, limit: int, offset: int) -> int:
     """Every in-flight chord, its progress, age and diagnoses."""
     opts = settings()
-    snapshot = collect(opts.app)
+    snapshot = collect(opts.app, timeout=source_timeout)
     if opts.json:
         write_snapshot_json(sys.stdout.write, snapshot, "status", None, limit, offset)
     else:
@@ -47,12 +53,13 @@ def status(limit: int, offset: int) -> int:
 
 @command(COMMANDS, name="check")
 @MAX_HOURS
+@SOURCE_TIMEOUT_OPTION
 @paged
-def check(max_hours: float, limit: int, offset: int) -> int:
+def check(max_hours: float, source_timeout: float, limit: int, offset: int) -> int:
     """Chords idle longer than --max-hours or with a blocking diagnosis (exit 1 if any), and
     those whose verdict rests on what could not be seen (exit 3 if any, and nothing stuck)."""
     opts = settings()
-    snapshot = collect(opts.app, stuck_after_hours=max_hours)
+    snapshot = collect(opts.app, stuck_after_hours=max_hours, timeout=source_timeout)
     stuck = stuck_chords(snapshot)
     unseen = [c for c in snapshot.chords if c.unseen and not c.blocking]
     if opts.json:
@@ -66,7 +73,9 @@ def check(max_hours: float, limit: int, offset: int) -> int:
                 opts.console.print(f"[green]no stuck chords[/] ({len(snapshot.chords)} in "
                                    f"flight, limit {max_hours:g} h)")
             else:
-                opts.console.print(f"[bold yellow]{status}[/]: {reason}")
+                hint = "; a slow source gets longer with --source-timeout" \
+                    if "did not answer within" in reason else ""
+                opts.console.print(f"[bold yellow]{status}[/]: {reason}{hint}")
             opts.console.print(sources_line(snapshot))
     return exit_code(snapshot)
 
