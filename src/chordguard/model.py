@@ -167,6 +167,7 @@ class ClusterFacts:
     holdings_complete: bool = False  # every inspect command answered, every queue read in full
     breakers: dict[str, str] = field(default_factory=dict)  # callback -> breaker state (journal)
     unread_join: str = ""  # how the backend joins chords when no source reads them
+    look_budget: float = 6.0  # seconds a source gives its looks at workers and queues
 
 
 @dataclass

@@ -20,6 +20,7 @@ from .sources.holdings import Holdings
 SOURCES: list[Source] = [journal.SOURCE, redis_chords.SOURCE, unlock_chords.SOURCE,
                          django_chords.SOURCE, durable.SOURCE]
 SOURCE_TIMEOUT = 8.0
+LOOK_MARGIN = 2.0  # of a source's time, left for what it does besides its looks
 
 
 def cluster_facts(app: Celery, now: datetime | None = None) -> ClusterFacts:
@@ -45,6 +46,7 @@ def collect(app: Celery, stuck_after_hours: float | None = None,
     reading it are not read. Never raises.
     """
     facts = cluster_facts(app)
+    facts.look_budget = max(facts.look_budget, timeout - LOOK_MARGIN)
     chosen = [s for s in (SOURCES if sources is None else sources) if s.applies(app)]
     started = time.monotonic()
     down = reach.unreachable(app, {"broker", "backend"}.union(*(s.needs for s in chosen)),

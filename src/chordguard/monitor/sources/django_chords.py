@@ -47,7 +47,6 @@ from .result_tuples import header_ids
 
 NAME = "django_chords"
 BATCH = 1000
-LOOK_BUDGET = 6.0
 
 
 @dataclass
@@ -82,14 +81,14 @@ def read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
 
 def _read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
     try:
-        looks = within(LOOK_BUDGET, "workers and queues", holdings.first)
+        looks = within(facts.look_budget, "workers and queues", holdings.first)
     except Exception as exc:  # a failed look costs the claims it would support, not chords
         return model(app, facts, [], f"unknown: {mask_text(str(exc)) or type(exc).__name__}")
     chords = model(app, facts, looks)
     first = facts_from(looks, facts)
     if any(lost_header(c, first) for c in chords):  # confirm with a second look
         try:
-            looks = within(LOOK_BUDGET, "workers and queues (again)", holdings.confirm,
+            looks = within(facts.look_budget, "workers and queues (again)", holdings.confirm,
                            confirm_pause(facts.retry_interval))
             chords = model(app, facts, looks)
         except Exception as exc:

@@ -40,7 +40,6 @@ from .results import read_states
 
 NAME = "redis_chords"
 STREAM = 5000  # chords read and modelled per step
-LOOK_BUDGET = 6.0  # seconds for the looks at workers and queues; the keys are read before
 
 
 def read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
@@ -51,9 +50,9 @@ def read(app: Celery, facts: ClusterFacts, holdings: Holdings) -> list[Chord]:
     chords = read_keys(app, facts, early=holdings.first)
     if not chords:
         return chords
-    deadline = time.monotonic() + LOOK_BUDGET
+    deadline = time.monotonic() + facts.look_budget
     try:
-        looks = within(LOOK_BUDGET, "workers and queues", holdings.first)
+        looks = within(facts.look_budget, "workers and queues", holdings.first)
     except Exception as exc:
         for chord in chords:
             chord.evidence["holdings"] = f"unknown: {_why(exc)}"
