@@ -14,6 +14,12 @@ the wall time it finished) and a ``fanin`` callback, one chord at a time. The wo
 
 Step 1 is Celery's own (every join on this backend waits for it); steps 2 and 3 are the
 store's join and the broker. Events go to a Redis list on the broker (``CG_TEST_REDIS``).
+
+    python bench/fan_in_path.py --groups 40 --headers 25 [--rounds 3]
+
+The floor of ``bench/fan_in.py``'s throughput run on this backend instead: 40 groups of 25
+``add`` tasks published at once, no chord, no join, timed until the backend holds every
+result (one ``count(*)`` every 20 ms): what Celery's result writes alone cost.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ import uuid
 from pathlib import Path
 
 import redis
-from celery import Celery, chord
+from celery import Celery, chord, group
 from celery.backends.database import DatabaseBackend
+from sqlalchemy import create_engine, text
 
 import chordguard
 from chordguard.durable import dispatch
@@ -70,6 +77,11 @@ def stamp(value: int) -> float:
     return time.time()
 
 
+@app.task(name="bench.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
 @app.task(name="bench.fanin")
 def fanin(stamps: list[float]) -> None:
     _event("callback", max(stamps), time.time())
@@ -106,11 +118,36 @@ def ended(key: str, timeout: float = 30.0) -> list[list]:
     raise TimeoutError(f"no callback within {timeout:.0f} s")
 
 
+def floor(groups: int, size: int, rounds: int, concurrency: int) -> None:
+    """Rounds of ``groups`` x ``size`` results stored, timed (see the module docstring)."""
+    engine = create_engine(PG)
+    times = []
+    for _ in range(rounds):
+        ids: list[str] = []
+        started = time.perf_counter()
+        for _ in range(groups):
+            ids += [r.id for r in group(add.s(i, i) for i in range(size)).apply_async().results]
+        with engine.connect() as conn:
+            count = text("SELECT count(*) FROM celery_taskmeta WHERE task_id = ANY(:ids) "
+                         "AND status = 'SUCCESS'")
+            while conn.execute(count, {"ids": ids}).scalar() < len(ids):
+                time.sleep(0.02)
+        times.append(time.perf_counter() - started)
+    print(f"{groups} groups x {size} tasks, results on db+postgresql, no join, prefork "
+          f"-c {concurrency}: median {statistics.median(times):.2f} s, best {min(times):.2f} s "
+          f"(rounds {', '.join(f'{t:.2f}' for t in times)}; load average "
+          f"{os.getloadavg()[0]:.2f})")
+    engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chords", type=int, default=30)
     parser.add_argument("--store", choices=("pg", "redis"), default="pg")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--groups", type=int, help="time this many groups' results instead")
+    parser.add_argument("--headers", type=int, default=25, help="tasks per group")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --groups")
     opts = parser.parse_args()
     store = PG if opts.store == "pg" else BROKER
     if os.environ.get("CG_BENCH_STORE", PG) != store:  # this process's app joins there too
@@ -126,6 +163,9 @@ def main() -> None:
     try:
         while not app.control.ping(timeout=0.5):
             assert worker.poll() is None, "the worker exited"
+        if opts.groups:
+            floor(opts.groups, opts.headers, opts.rounds, opts.concurrency)
+            return
         chords = []
         for i in range(opts.chords + 1):  # the first warms every worker process up
             events.delete(key)
