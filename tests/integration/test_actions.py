@@ -156,3 +156,32 @@ def test_clean_purges_only_unlock_messages_and_fails_their_chords(make_cluster, 
     assert not [m for m in view.messages if m.name == "celery.chord_unlock" and not m.held]
     wait_for(lambda: not cli_json(cluster, "status")[1]["chords"], timeout=30,
              what="no chord left in flight")
+
+
+def test_a_bulk_view_keeps_a_chord_only_the_second_look_saw(make_cluster, monkeypatch):
+    """Bulk ``revoke`` and ``fix`` look twice when chord_unlock joins the app's chords: a
+    chord the first look missed (here: published right after it, as a chord whose unlock
+    message was in transit looks to the monitor) is in the view they act on."""
+    from chordguard.monitor import api
+
+    cluster = make_cluster(REDIS_URL, PG_BACKEND)
+    cluster.start_worker()
+    app = cluster.app
+    real, firsts = api.collect, []
+
+    def first_look_then_a_chord(*args, **kwargs):
+        snapshot = real(*args, **kwargs)
+        if not firsts:
+            firsts.append({c.id for c in snapshot.chords})
+            header = app.signature("t.add", (1, 1)).set(queue=f"nobody-{cluster.namespace}")
+            firsts.append(chord([header])(app.signature("t.tsum")).parent.id)
+            wait_for(lambda: real(app).find(firsts[1]) is not None, what="the new chord seen")
+        return snapshot
+
+    monkeypatch.setattr(api, "collect", first_look_then_a_chord)
+    view = api.look_twice(app, stuck_after_hours=0)
+    first, group_id = firsts
+    assert group_id not in first
+    found = view.find(group_id)
+    assert found is not None and "no_consumer" in found.codes
+    assert group_id in [c.id for c in api.stuck_chords(view)]

@@ -9,7 +9,7 @@ import click
 from ..actions import OperatorFail, broker_kind, fail_chord, plan_fail, purge_coordination
 from ..errors import CannotVouchError, ChordguardError
 from ..model import READY_STATES, to_jsonable
-from ..monitor.api import blind_spot, find_each, stuck_chords
+from ..monitor.api import blind_spot, find_each, look_twice, stuck_chords
 from ..monitor.collect import collect
 from ..monitor.sources.holdings import candidate_queues
 from . import COMMANDS, EXIT_OK, EXIT_PROBLEMS, EXIT_UNKNOWN, IN_PROCESS, command, settings
@@ -32,8 +32,8 @@ def revoke(chord_ids: tuple[str, ...], max_hours: float, dry_run: bool, force: b
     errbacks run there); see --in-process for apps without the guard in their workers.
     """
     opts = settings()
-    snapshot = collect(opts.app, stuck_after_hours=max_hours)
     if chord_ids:
+        snapshot = collect(opts.app, stuck_after_hours=max_hours)
         snapshot, chosen = find_each(opts.app, snapshot, list(chord_ids), max_hours)
         unknown = [i for i, c in zip(chord_ids, chosen, strict=True) if c is None]
         if unknown:
@@ -41,6 +41,7 @@ def revoke(chord_ids: tuple[str, ...], max_hours: float, dry_run: bool, force: b
                                   "status; nothing was failed)")
         targets = [c for c in chosen if c is not None]
     else:
+        snapshot = look_twice(opts.app, stuck_after_hours=max_hours)
         targets = stuck_chords(snapshot)
         if targets and not (dry_run or force):
             _confirm(f"Fail {len(targets)} stuck chord(s) idle over {max_hours:g} h? "

@@ -15,8 +15,7 @@ import click
 
 from ..actions import FailPlan, OperatorFail, broker_kind, fail_chord, plan_fail
 from ..model import READY_STATES, Chord, format_seconds, to_jsonable
-from ..monitor.api import blind_spot
-from ..monitor.collect import collect
+from ..monitor.api import blind_spot, look_twice
 from ..monitor.doctor import config_from_app, lint
 from ..monitor.triage import idle_seconds, reason, recommendations, triage
 from . import (
@@ -84,7 +83,7 @@ def fix(stuck_after: float, auto_fail_after: float, yes: bool, dry_run: bool,
     stuck chords, 130 on Ctrl-C.
     """
     opts = settings()
-    snapshot = collect(opts.app, stuck_after_hours=stuck_after / 3600)
+    snapshot = look_twice(opts.app, stuck_after_hours=stuck_after / 3600)
     if not opts.json:
         print_status(opts.console, snapshot)
     split = triage(snapshot, max(auto_fail_after, stuck_after))

@@ -70,6 +70,21 @@ def find_each(app: Celery, snapshot: Snapshot, chord_ids: list[str],
     return again, [chord or again.find(i) for chord, i in zip(found, chord_ids, strict=True)]
 
 
+def look_twice(app: Celery, stuck_after_hours: float | None = None) -> Snapshot:
+    """A bulk action's view: ``collect``, and when chord_unlock joins this app's chords, the
+    chords a second look ``RELOOK_PAUSE`` later sees that the first missed (an unlock message
+    in transit, as ``find_chord`` explains). A chord only the first look saw stays: it was
+    there a moment ago, as in a single look."""
+    snapshot = collect(app, stuck_after_hours=stuck_after_hours)
+    if not unlock_chords.SOURCE.applies(app):
+        return snapshot
+    time.sleep(RELOOK_PAUSE)
+    again = collect(app, stuck_after_hours=stuck_after_hours)
+    seen = {chord.id for chord in snapshot.chords}
+    snapshot.chords += [chord for chord in again.chords if chord.id not in seen]
+    return snapshot
+
+
 def stuck_chords(snapshot: Snapshot) -> list[Chord]:
     """The chords of a snapshot with a blocking diagnosis (``stuck`` included)."""
     return [c for c in snapshot.chords if c.blocking]
