@@ -46,7 +46,8 @@ def make_demo_app(root: Path) -> Celery:
     app.conf.update(
         broker_transport_options={"data_folder_in": str(broker_dir / "queue"),
                                   "data_folder_out": str(broker_dir / "queue"),
-                                  "control_folder": str(broker_dir / "control")},
+                                  "control_folder": str(broker_dir / "control"),
+                                  "polling_interval": 0.1},  # kombu's default: 1 s
         broker_connection_retry_on_startup=True,
         task_serializer="json", result_serializer="json", accept_content=["json"],
         result_chord_retry_interval=1.0,

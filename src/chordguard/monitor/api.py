@@ -16,7 +16,7 @@ from .collect import cluster_facts, collect
 from .diagnose import AFTER_END
 from .sources import durable, journal, unlock_chords
 
-RELOOK_PAUSE = 0.1  # seconds before a second look for one polled chord (a transit is ms)
+RELOOK_PAUSE = 0.1  # seconds before a second look for polled chords (a transit is ms)
 
 
 def get_active_chord_unlocks(app: Celery) -> list[Chord]:
