@@ -21,13 +21,15 @@ class AtomicFilesystemChannel(filesystem.Channel):
     """kombu's filesystem channel, but a message file appears only once fully written.
 
     kombu creates the ``.msg`` file and then writes it, so a consumer listing the folder in
-    between reads an empty file, and the worker's connection dies on the JSON error.
+    between reads an empty file, and the worker's connection dies on the JSON error. The
+    partial file's name must not contain ``.<queue>.msg`` either: kombu's ``_get`` takes any
+    file whose name does.
     """
 
     def _put(self, queue, payload, **kwargs):
         name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
         final = Path(self.data_folder_out) / name
-        partial = final.with_name("." + name + ".part")
+        partial = final.with_name(f".{uuid.uuid4().hex}.part")
         partial.write_text(dumps(payload))
         os.replace(partial, final)
 
