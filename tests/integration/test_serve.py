@@ -192,8 +192,11 @@ def test_unlock_polls_of_a_healthy_chain_stay_at_one_per_interval(pg_cluster, se
     slow = chord([app.signature("t.sleep", (14,)), app.signature("t.add", (1, 1))])(
         app.signature("t.tsum"))
     server = served(pg_cluster)
+    # the rate is a floor over the polls seen inside the tracker's window: a server that first
+    # sees the chain after several polls (a loaded machine) needs a few more in view
     figures = wait_for(lambda: (f := server.metrics())["chordguard_unlock_polls_total"][()] >= 6
-                       and f, timeout=40, what="unlock polls counted")
+                       and f["chordguard_unlock_polls_per_interval_max"][()] > 0.3 and f,
+                       timeout=40, what="unlock polls counted, their rate in view")
     rate = figures["chordguard_unlock_polls_per_interval_max"][()]
     assert 0.3 < rate <= 1.0, rate
     row = listed(server, slow.parent.id)
