@@ -48,6 +48,13 @@ def published():
     after_task_publish.disconnect(record)
 
 
+def wait_until_succeeded(barriers, barrier_id: str) -> None:
+    """The barrier ends in the callback's after-return hook, just after the result backend
+    stored the result that ``get()`` returned: a read right after ``get()`` can be early."""
+    wait_for(lambda: barriers.barrier(barrier_id).state is BarrierState.SUCCEEDED,
+             timeout=10, what=f"the barrier {barrier_id} to end with its callback")
+
+
 def redis_chord_keys(cluster, group_id: str) -> list[bytes]:
     return list(redis.Redis.from_url(REDIS_URL).scan_iter(
         match=cluster.group_key(group_id) + "*"))
@@ -68,8 +75,8 @@ def test_a_chord_is_joined_by_the_barrier_in_header_order(make_cluster, backend,
     assert upgraded.get(timeout=30) == 3
     barriers = open_store(STORES[store])
     for group_id in (result.parent.id, upgraded.parent.id):
-        barrier = barriers.barrier(group_id)
-        assert (barrier.policy, barrier.state) == (Policy.CELERY, BarrierState.SUCCEEDED)
+        assert barriers.barrier(group_id).policy is Policy.CELERY
+        wait_until_succeeded(barriers, group_id)
         if backend == "redis":
             assert redis_chord_keys(cluster, group_id) == []
     assert "celery.chord_unlock" not in published
@@ -190,7 +197,7 @@ def test_a_generator_header_is_joined_as_the_backend_would_unroll_it(make_cluste
             assert barrier is None
             continue
         assert barrier is not None and barrier.total == len(result.parent.results)
-        assert barrier.state is BarrierState.SUCCEEDED
+        wait_until_succeeded(barriers, barrier.id)
     assert "celery.chord_unlock" not in published
     assert not [r for r in caplog.records if "Celery counts" in r.getMessage()]
 
@@ -227,8 +234,7 @@ def test_every_canvas_shape_of_a_list_header_is_joined_by_the_store(make_cluster
         assert got == expected, name
         barrier = barriers.barrier(result.parent.id) if result.parent else None
         assert barrier is not None and barrier.policy is Policy.CELERY, name
-        wait_for(lambda b=barrier: barriers.barrier(b.id).state is BarrierState.SUCCEEDED,
-                 what=f"the barrier of the {name} chord to end")
+        wait_until_succeeded(barriers, barrier.id)
     assert "celery.chord_unlock" not in published
 
 
@@ -250,7 +256,8 @@ def test_a_hung_store_delays_the_chords_and_loses_none(make_cluster, trace):
         time.sleep(1)
         assert sorted(values[0] // 10 for values in trace.entries()) == [0, 1, 2, 3]
         barriers = open_store(server.url)
-        assert {barriers.barrier(r.parent.id).state for r in results} == {BarrierState.SUCCEEDED}
+        for r in results:
+            wait_until_succeeded(barriers, r.parent.id)
 
 
 def test_the_reaper_fails_a_chord_past_its_deadline(make_cluster, trace):
@@ -311,8 +318,7 @@ def test_a_callback_whose_worker_dies_mid_run_is_failed_by_its_deadline(make_clu
             app.signature("t.tsum"))
         assert plain.get(timeout=30) == 1
         barriers = open_store(PG_URL)
-        wait_for(lambda: barriers.barrier(plain.parent.id).state is BarrierState.SUCCEEDED,
-                 timeout=10, what="the barrier to end with its callback")
+        wait_until_succeeded(barriers, plain.parent.id)
 
         body = chordguard.with_deadline(app.signature(
             callback, kwargs={"seconds": 120, "key": trace.key}).on_error(
