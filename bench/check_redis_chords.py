@@ -5,7 +5,9 @@ Celery-native baseline.
     python bench/check_redis_chords.py --busy --chords 6000 [--json]
 
 (``--redis``, or ``CG_TEST_REDIS``: a private server for 100,000 chords, so the shared one
-is not flooded.) Each round also reports the peak RSS of both processes (GNU time).
+is not flooded.) Each round also reports the peak RSS of both processes (GNU time);
+``--redis-time`` also Redis's own time running ``check``'s read-only scripts (SLOWLOG with
+no threshold during each round: a private server, as it logs every command).
 
 Chords are published for real: ``chord([add, add])(tsum)`` through Celery by ``--publishers``
 processes side by side, so the broker holds their 20,000 header messages (nobody consumes
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import statistics
@@ -143,6 +146,25 @@ def delete_all(app: Celery, prefix: str) -> int:
     return removed
 
 
+@contextlib.contextmanager
+def scripts_time(client, rounds: list[float]):
+    """Appends to ``rounds`` the seconds Redis spent in EVAL/EVALSHA calls meanwhile (their
+    inner commands included), read from a SLOWLOG that logs every command."""
+    saved = {k: v for k, v in client.config_get("slowlog-*").items()}
+    client.config_set("slowlog-log-slower-than", 0)
+    client.config_set("slowlog-max-len", 1_000_000)
+    client.slowlog_reset()
+    try:
+        yield
+        entries = client.slowlog_get(1_000_000)
+        rounds.append(sum(e["duration"] for e in entries
+                          if e["command"].split(b" ")[0].upper() in (b"EVAL", b"EVALSHA")) / 1e6)
+    finally:
+        for key, value in saved.items():
+            client.config_set(key, value)
+        client.slowlog_reset()
+
+
 def timed(args: list[str], env: dict[str, str], code: int | None,
           ) -> tuple[float, int, str]:
     """Wall seconds, peak RSS (MiB, GNU time's %M) and stdout of one run, which must exit
@@ -216,6 +238,8 @@ def main() -> None:
                              "both sides run: every chord is healthy (check exits 0)")
     parser.add_argument("--source-timeout", type=float, help="check's --source-timeout")
     parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--redis-time", action="store_true",
+                        help="report Redis's own time in check's scripts (SLOWLOG)")
     parser.add_argument("--keep", action="store_true", help="leave the chords for a rerun")
     parser.add_argument("--prefix", help="the key prefix of a kept run: reuse its chords")
     parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
@@ -247,6 +271,7 @@ def main() -> None:
         rows: dict[str, list[tuple[float, int]]] = {"chordguard check": [], "celery baseline": []}
         worker = start_worker(env) if opts.busy else None
         client, queue = app_client(env)
+        script_seconds: list[float] = []
         for round_ in range(opts.rounds):
             if worker is not None:
                 queued = client.llen(queue)
@@ -256,7 +281,9 @@ def main() -> None:
                 print(f"round {round_ + 1}: healthy in {seconds:.2f} s, queue {queued} -> "
                       f"{client.llen(queue)} messages")
             else:
-                seconds, peak, out = timed(check, env, None)
+                with (scripts_time(client, script_seconds) if opts.redis_time
+                      else contextlib.nullcontext()):
+                    seconds, peak, out = timed(check, env, None)
                 try:
                     judged(out, opts.chords, opts.json)
                 except AssertionError:  # a verdict that is not the definite one: say which
@@ -274,6 +301,9 @@ def main() -> None:
             print(f"{name:17} best {min(times):.2f} s, median {statistics.median(times):.2f} s, "
                   f"peak RSS {max(p for _, p in runs)} MiB  "
                   f"(rounds {', '.join(f'{s:.2f}' for s in times)})")
+        if script_seconds:
+            print(f"Redis's own time in check's scripts: "
+                  f"{', '.join(f'{s:.2f}' for s in script_seconds)} s")
         ours, theirs = ([s for s, _ in runs] for runs in rows.values())
         print(f"ratio check / baseline: best {min(ours) / min(theirs):.2f}, median "
               f"{statistics.median(ours) / statistics.median(theirs):.2f}  "
