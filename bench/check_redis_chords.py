@@ -297,6 +297,8 @@ def main() -> None:
             assert worker is not None or out.strip() == str(opts.chords), out
             rows["celery baseline"].append((seconds, peak))
         for name, runs in rows.items():
+            if not runs:  # --baseline-rounds 0
+                continue
             times = [s for s, _ in runs]
             print(f"{name:17} best {min(times):.2f} s, median {statistics.median(times):.2f} s, "
                   f"peak RSS {max(p for _, p in runs)} MiB  "
@@ -305,9 +307,10 @@ def main() -> None:
             print(f"Redis's own time in check's scripts: "
                   f"{', '.join(f'{s:.2f}' for s in script_seconds)} s")
         ours, theirs = ([s for s, _ in runs] for runs in rows.values())
-        print(f"ratio check / baseline: best {min(ours) / min(theirs):.2f}, median "
-              f"{statistics.median(ours) / statistics.median(theirs):.2f}  "
-              f"(load average {os.getloadavg()[0]:.2f})")
+        if theirs:
+            print(f"ratio check / baseline: best {min(ours) / min(theirs):.2f}, median "
+                  f"{statistics.median(ours) / statistics.median(theirs):.2f}  "
+                  f"(load average {os.getloadavg()[0]:.2f})")
     finally:
         if worker is not None:
             os.killpg(worker.pid, 9)

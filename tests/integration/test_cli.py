@@ -94,6 +94,34 @@ def test_source_timeout_bounds_each_source():
         assert json.loads(long.stdout)["health"]["status"] == "healthy"
 
 
+def test_a_look_at_a_stalled_broker_gets_the_time_its_source_gives_it():
+    """The look at workers and queues (inspect round and peek) is bounded by what the source
+    gives it, so a long queue's peek gets longer with ``--source-timeout``: a broker stalled
+    for 9 s is waited out by a look given 14 s; the default gives up after 7 s and names the
+    peek (was: 7 s whatever the source timeout, so 100,000 queued chords stayed unknown)."""
+    from celery import Celery
+
+    from chordguard.errors import UnreachableError
+    from chordguard.monitor.sources.holdings import OBSERVE_TIMEOUT, Holdings
+
+    with private_redis() as stalled:
+        app = Celery("stalled-look", broker=stalled.url, backend=REDIS_URL)
+        with stalled.hung(9):
+            started = time.monotonic()
+            try:
+                Holdings(app, 6.0).first()
+                raise AssertionError("the look waited out a 9 s stall with the default budget")
+            except UnreachableError as exc:
+                assert f"peek did not answer within {OBSERVE_TIMEOUT:.0f} s" in str(exc)
+            assert time.monotonic() - started < 8.5
+        with stalled.hung(9):
+            started = time.monotonic()
+            [look] = Holdings(app, 14.0).first()
+            assert time.monotonic() - started >= 8.5
+        assert look.view is not None and look.view.transport == "redis"
+        assert "celery" in look.view.queues and look.view.messages == []
+
+
 def test_what_the_monitor_cannot_read_is_unknown_never_healthy():
     """Nothing listening, a backend no source reads, a URL that is not one: exit 3 with a
     reason, and health_check says the same."""

@@ -56,7 +56,8 @@ def collect(app: Celery, stuck_after_hours: float | None = None,
     chosen = [s for s in chosen if not down.keys() & set(s.needs)]
     if "backend" not in down:
         facts.unread_join = join_of(backend_class(app)).why
-    holdings = Holdings(app)  # one shared look at workers and queues, if a source needs it
+    # one shared look at workers and queues, if a source needs it
+    holdings = Holdings(app, facts.look_budget)
     outcomes = within_each(timeout, {s.name: (lambda s=s: s.read(app, facts, holdings))
                                      for s in chosen})
     elapsed = time.monotonic() - started

@@ -22,7 +22,7 @@ from .broker import BrokerView, peek
 from .workers import WorkerSurvey, counts_requeues, survey
 
 CONFIRM_PAUSE = 1.0
-OBSERVE_TIMEOUT = 7.0
+OBSERVE_TIMEOUT = 7.0  # the least a look's inspect round and peek are each given
 
 
 def confirm_pause(interval: float) -> float:
@@ -70,13 +70,13 @@ def candidate_queues(app: Celery, consumed: set[str]) -> set[str]:
     return {n for n in names if n}
 
 
-def observe(app: Celery, wait_out: bool = False) -> Observation:
-    """One look; ``wait_out``: a confirming one, which waits for workers nobody expected
-    (``survey``)."""
+def observe(app: Celery, budget: float, wait_out: bool = False) -> Observation:
+    """One look, its inspect round and peek each given ``budget`` seconds; ``wait_out``: a
+    confirming one, which waits for workers nobody expected (``survey``)."""
     configured = candidate_queues(app, set())
     counting = frozenset(q.name for q in app.amqp.queues.values()
                          if counts_requeues(q.queue_arguments))
-    outcomes = within_each(OBSERVE_TIMEOUT, {  # side by side, so both see the same moment
+    outcomes = within_each(budget, {  # side by side, so both see the same moment
         "inspect": lambda: survey(app, wait_out=wait_out, queues=configured),
         "peek": lambda: peek(app, configured, skip=counting)})
     found, view = outcomes["inspect"], outcomes["peek"]
@@ -151,10 +151,13 @@ def unseen(chord: Chord, facts: ClusterFacts, missing: list[str]) -> str | None:
 
 class Holdings:
     """The snapshot's looks at workers and queues, taken on first use and shared by sources
-    reading side by side (thread-safe). A failed look raises for every caller."""
+    reading side by side (thread-safe). A failed look raises for every caller. ``budget``:
+    the seconds a source gives a look (``ClusterFacts.look_budget``, which grows with the
+    source timeout: a long queue's peek gets longer), never less than ``OBSERVE_TIMEOUT``."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, budget: float) -> None:
         self.app = app
+        self.budget = max(OBSERVE_TIMEOUT, budget)
         self._lock = threading.Lock()
         self._looks: list[Observation | BaseException] = []
 
@@ -172,7 +175,8 @@ class Holdings:
                 if self._looks:
                     time.sleep(pause)
                 try:
-                    self._looks.append(observe(self.app, wait_out=bool(self._looks)))
+                    self._looks.append(observe(self.app, self.budget,
+                                               wait_out=bool(self._looks)))
                 except Exception as exc:  # every caller sees the same failure
                     self._looks.append(exc)
             looks = self._looks[:count]
