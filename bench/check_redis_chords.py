@@ -150,7 +150,7 @@ def delete_all(app: Celery, prefix: str) -> int:
 def scripts_time(client, rounds: list[float]):
     """Appends to ``rounds`` the seconds Redis spent in EVAL/EVALSHA calls meanwhile (their
     inner commands included), read from a SLOWLOG that logs every command."""
-    saved = {k: v for k, v in client.config_get("slowlog-*").items()}
+    saved = dict(client.config_get("slowlog-*"))
     client.config_set("slowlog-log-slower-than", 0)
     client.config_set("slowlog-max-len", 1_000_000)
     client.slowlog_reset()

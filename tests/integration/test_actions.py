@@ -62,7 +62,7 @@ def test_revoke_fails_the_callback_and_runs_its_errbacks(make_cluster, broker):
     wait_for(lambda: health_check(app)["status"] == "unhealthy", what="unhealthy")
 
     # a bulk revoke looks twice (an unlock message can be in transit during one look)
-    code, plan = cli_json(cluster, "revoke", "--max-hours", "1", "--dry-run")
+    _, plan = cli_json(cluster, "revoke", "--max-hours", "1", "--dry-run")
     assert plan["dry_run"] and [p["chord_id"] for p in plan["chords"]] == [result.parent.id]
     assert result.state == "PENDING"  # a dry run changes nothing
 
